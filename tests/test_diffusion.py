@@ -1,0 +1,188 @@
+"""Closed-form checks of the diffusion core (minimagen/diffusion.py)."""
+import pytest
+import torch
+
+from minimagen import diffusion as D
+from minimagen.errors import MinimagenError
+
+T = torch.linspace(0, 1, 101)
+
+
+@pytest.mark.parametrize("name", ["cosine", "linear"])
+def test_schedule_is_variance_preserving_and_monotone(name):
+    log_snr = D.get_schedule(name)(T)
+    alpha, sigma = D.alpha_sigma(log_snr)
+    torch.testing.assert_close(alpha**2 + sigma**2, torch.ones_like(alpha))
+    assert (log_snr[1:] < log_snr[:-1]).all(), "log-SNR must decrease from data (t=0) to noise (t=1)"
+    assert log_snr[0] > 5 and log_snr[-1] < -10  # nearly clean at t=0, nearly pure noise at t=1
+
+
+def test_cosine_schedule_matches_alpha_bar_formula():
+    t = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)
+    alpha_bar = torch.cos(torch.pi / 2 * (t + 0.008) / 1.008) ** 2  # Nichol & Dhariwal Eq. 17
+    alpha, _ = D.alpha_sigma(D.cosine_log_snr(t))
+    torch.testing.assert_close(alpha**2, alpha_bar)
+
+
+def test_q_sample_mean_and_variance_by_monte_carlo():
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.full((200_000, 1, 1, 1), 0.7)
+    log_snr = torch.full((200_000,), 0.3)
+    x_t = D.q_sample(x0, log_snr, torch.randn(x0.shape, generator=g))
+    alpha, sigma = D.alpha_sigma(torch.tensor(0.3))
+    assert abs(x_t.mean() - alpha * 0.7) < 0.01
+    assert abs(x_t.var() - sigma**2) < 0.01
+
+
+def test_parameterisation_round_trips():
+    g = torch.Generator().manual_seed(1)
+    x0, eps = torch.randn(4, 3, 8, 8, generator=g), torch.randn(4, 3, 8, 8, generator=g)
+    log_snr = torch.tensor([-3.0, -0.5, 1.0, 4.0])
+    x_t = D.q_sample(x0, log_snr, eps)
+    torch.testing.assert_close(D.predict_x0_from_eps(x_t, log_snr, eps), x0, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(D.predict_eps_from_x0(x_t, log_snr, x0), eps, atol=1e-4, rtol=1e-4)
+    v = D.v_target(x0, eps, log_snr)
+    torch.testing.assert_close(D.predict_x0_from_v(x_t, log_snr, v), x0, atol=1e-5, rtol=1e-5)
+    for objective in D.OBJECTIVES:
+        target = D.training_target(objective, x0, eps, log_snr)
+        torch.testing.assert_close(D.prediction_to_x0(objective, target, x_t, log_snr), x0, atol=1e-4, rtol=1e-4)
+
+
+def test_posterior_matches_bayes_formula():
+    """q(x_s | x_t, x0) ∝ q(x_t | x_s) q(x_s | x0): multiply the two Gaussians independently."""
+    g = torch.Generator().manual_seed(2)
+    x0, x_t = torch.randn(3, 1, 4, 4, generator=g, dtype=torch.float64), torch.randn(3, 1, 4, 4, generator=g, dtype=torch.float64)
+    lt, ls = torch.tensor([-2.0, 0.0, 3.0], dtype=torch.float64), torch.tensor([-1.0, 1.5, 3.5], dtype=torch.float64)
+    (a_t, s_t), (a_s, s_s) = D.alpha_sigma(lt), D.alpha_sigma(ls)
+    a_ts = a_t / a_s                      # q(x_t | x_s) = N(a_ts x_s, s2_ts)
+    s2_ts = s_t**2 - a_ts**2 * s_s**2
+    precision = 1 / s_s**2 + a_ts**2 / s2_ts
+    var = 1 / precision
+    mean = var.view(-1, 1, 1, 1) * ((a_s / s_s**2).view(-1, 1, 1, 1) * x0 + (a_ts / s2_ts).view(-1, 1, 1, 1) * x_t)
+    got_mean, got_var = D.q_posterior(x0, x_t, lt, ls)
+    torch.testing.assert_close(got_mean, mean)
+    torch.testing.assert_close(got_var.flatten(), var)
+
+
+def test_ddim_with_eta_one_is_the_ancestral_step():
+    g = torch.Generator().manual_seed(3)
+    x0, x_t, z = (torch.randn(2, 3, 4, 4, generator=g) for _ in range(3))
+    lt, ls = torch.tensor([-1.0, 2.0]), torch.tensor([0.5, 3.0])
+    torch.testing.assert_close(D.ddim_step(x_t, x0, lt, ls, z, eta=1.0), D.ddpm_step(x_t, x0, lt, ls, z), atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- thresholding
+def test_static_threshold_is_clamp():
+    x = torch.randn(5, 3, 4, 4) * 3
+    torch.testing.assert_close(D.threshold(x, "static"), x.clamp(-1, 1))
+
+
+def test_dynamic_threshold_leaves_in_range_samples_unchanged():
+    x = torch.rand(4, 3, 8, 8) * 2 - 1
+    torch.testing.assert_close(D.threshold(x, "dynamic"), x)
+
+
+def test_seed_worked_example_stays_distinct():
+    """{0.2, 0.4, 0.6, 0.8} x 7.5: static clipping maps all four to 1, dynamic keeps their order."""
+    x = (torch.tensor([0.2, 0.4, 0.6, 0.8]) * 7.5).view(1, 1, 2, 2)
+    assert (D.static_threshold(x) == 1).all()
+    out = D.dynamic_threshold(x, 0.995).flatten()
+    assert (out.abs() <= 1).all() and (out[1:] > out[:-1]).all()
+    torch.testing.assert_close(out[:3], torch.tensor([1.5, 3.0, 4.5]) / torch.quantile(x.flatten(), 0.995))
+
+
+def test_dynamic_threshold_is_per_sample():
+    x = torch.rand(2, 3, 8, 8) * 2 - 1
+    outlier = x.clone()
+    outlier[1] *= 50  # a wild second sample must not rescale the first
+    out = D.dynamic_threshold(outlier, 0.9)
+    torch.testing.assert_close(out[0], x[0])
+    assert out[1].abs().max() <= 1
+
+
+def test_dynamic_threshold_quantile_in_float32_under_bf16():
+    x = (torch.randn(2, 3, 16, 16) * 4).bfloat16()
+    out = D.dynamic_threshold(x)
+    assert out.dtype == torch.bfloat16 and out.abs().max() <= 1
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1, 1.5])
+def test_bad_percentile_names_the_range(bad):
+    with pytest.raises(MinimagenError, match=r"\(0, 1\]"):
+        D.threshold(torch.ones(1, 1), "dynamic", bad)
+
+
+def test_unknown_thresholding_lists_the_valid_ones():
+    with pytest.raises(MinimagenError, match="static"):
+        D.threshold(torch.ones(1, 1), "clip")
+
+
+# ---------------------------------------------------------------- guidance
+def test_guidance_endpoints():
+    cond, uncond = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    torch.testing.assert_close(D.classifier_free_guidance(cond, uncond, 1.0), cond)
+    torch.testing.assert_close(D.classifier_free_guidance(cond, uncond, 0.0), uncond)
+    torch.testing.assert_close(D.classifier_free_guidance(cond, uncond, 3.0), uncond + 3 * (cond - uncond))
+
+
+# ---------------------------------------------------------------- samplers with an oracle model
+def gaussian_oracle(mu, std):
+    """Exact E[eps | x_t] when x0 ~ N(mu, std^2) per pixel: eps = sigma (x_t - alpha mu) / (alpha^2 std^2 + sigma^2)."""
+    def model_fn(x_t, log_snr):
+        alpha, sigma = (D._bcast(v, x_t) for v in D.alpha_sigma(log_snr))
+        return sigma * (x_t - alpha * mu) / (alpha**2 * std**2 + sigma**2)
+    return model_fn
+
+
+@pytest.mark.parametrize("sampler,steps", [("ddim", 50), ("ddpm", 200)])
+def test_samplers_recover_a_gaussian_data_distribution(sampler, steps):
+    g = torch.Generator().manual_seed(4)
+    out = D.sample_loop(gaussian_oracle(0.3, 0.2), (4096, 1, 1, 1), steps=steps, sampler=sampler,
+                        thresholding="none", generator=g)
+    assert abs(out.mean() - 0.3) < 0.02
+    assert abs(out.std() - 0.2) < 0.02
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_samplers_recover_a_single_image(sampler, schedule):
+    image = torch.rand(1, 3, 8, 8) * 2 - 1
+    model_fn = gaussian_oracle(image, 0.0)  # std 0: x0 is that image
+    out = D.sample_loop(model_fn, (2, 3, 8, 8), steps=25, sampler=sampler, schedule=schedule,
+                        thresholding="static", generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(out, image.expand(2, -1, -1, -1), atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("objective", ["v", "x0"])
+def test_sampler_respects_objective(objective):
+    image = torch.rand(1, 3, 4, 4) * 2 - 1
+    oracle = gaussian_oracle(image, 0.0)
+
+    def model_fn(x_t, log_snr):  # same oracle, expressed in another parameterisation
+        eps = oracle(x_t, log_snr)
+        return D.training_target(objective, D.predict_x0_from_eps(x_t, log_snr, eps), eps, log_snr)
+    out = D.sample_loop(model_fn, (1, 3, 4, 4), steps=20, objective=objective, thresholding="none",
+                        generator=torch.Generator().manual_seed(6))
+    torch.testing.assert_close(out, image, atol=1e-3, rtol=0)
+
+
+def test_ddim_eta_zero_is_deterministic_and_seeded():
+    model_fn = gaussian_oracle(0.1, 0.5)
+    run = lambda seed, **kw: D.sample_loop(model_fn, (3, 1, 4, 4), steps=10, generator=torch.Generator().manual_seed(seed), **kw)
+    assert torch.equal(run(7), run(7))
+    assert not torch.equal(run(7), run(8))
+    assert torch.equal(run(7, sampler="ddpm"), run(7, sampler="ddpm"))
+
+
+def test_callback_sees_every_step():
+    seen = []
+    D.sample_loop(gaussian_oracle(0.0, 0.5), (1, 1, 2, 2), steps=7,
+                  callback=lambda i, log_snr, x, x0_raw, x0: seen.append(i))
+    assert seen == list(range(7))
+
+
+@pytest.mark.parametrize("kwargs,match", [({"steps": 0}, "positive"), ({"sampler": "euler"}, "ddim"),
+                                          ({"thresholding": "soft"}, "dynamic")])
+def test_sampler_argument_errors(kwargs, match):
+    with pytest.raises(MinimagenError, match=match):
+        D.sample_loop(gaussian_oracle(0.0, 0.5), (1, 1, 2, 2), **kwargs)
