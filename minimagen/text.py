@@ -1,0 +1,252 @@
+"""The frozen text encoder: captions -> per-token embeddings the diffusion model attends to.
+
+Imagen's finding #1: a large *frozen* language model, pretrained on text only (T5), is what gives
+the image model its language understanding; scaling the text encoder helped more than scaling the
+U-Net. So we never train it: we run a Hugging Face T5 encoder under no_grad and cache its outputs.
+
+Two kinds of encoder:
+  "t5-small" (default), "t5-base", "google/t5-v1_1-base", ... : pretrained, from the Hugging Face hub.
+  "tiny": data/tiny-t5, a 2-layer T5 with RANDOM weights and a tokenizer trained on the toy captions,
+          built reproducibly by build_tiny_t5(). It works offline; it carries token identity and
+          position, but no language knowledge: enough for the shapes grammar, not for English.
+Pick one with TextEncoder(name=...) or the environment variable MINIMAGEN_TEXT_ENCODER.
+"""
+import collections
+import contextlib
+import io
+import itertools
+import os
+import string
+import tempfile
+import urllib.error
+import urllib.request
+import warnings
+from pathlib import Path
+
+import torch
+
+from minimagen.data import DATA_DIR, all_captions
+from minimagen.errors import MinimagenError
+
+TINY_ALIASES = ("tiny", "tiny-t5")
+OFFLINE_FIX = ("set MINIMAGEN_TEXT_ENCODER=tiny (or pass name='tiny') to use the offline tiny T5, "
+               "or connect to the internet / pre-download the model into the Hugging Face cache")
+
+
+def _hub_unreachable() -> bool:
+    """True if we must not ask the hub: HF_HUB_OFFLINE is set, or huggingface.co does not answer in 3 s.
+    Why: transformers retries an unreachable hub with backoff for 20 s to minutes before failing."""
+    if any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
+           for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+        return True
+    from huggingface_hub.constants import ENDPOINT  # honours HF_ENDPOINT (mirrors)
+    try:
+        urllib.request.urlopen(urllib.request.Request(ENDPOINT, method="HEAD"), timeout=3)
+    except urllib.error.HTTPError:
+        return False  # the server answered, even if with an error status
+    except OSError:  # DNS failure, refused, timeout (URLError and socket.timeout are OSErrors)
+        return True
+    return False
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence transformers' per-load progress bars and info logs: we print our own single line."""
+    from transformers.utils import logging
+    bar, level = logging.is_progress_bar_enabled(), logging.get_verbosity()
+    logging.disable_progress_bar(), logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
+        if bar:
+            logging.enable_progress_bar()
+
+
+def _load(name: str, source: str):
+    """(tokenizer, frozen T5EncoderModel) from a folder or a hub name, failing fast when offline."""
+    from transformers import AutoTokenizer, T5EncoderModel
+
+    def load(local_only: bool):
+        with _quiet():
+            # AutoTokenizer, not T5Tokenizer: offline, T5Tokenizer.from_pretrained("t5-small") does not
+            # raise but returns a ~100-token vocab that maps every word to <unk>.
+            tok = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+            # T5EncoderModel, not AutoModel: AutoModel would load the decoder too.
+            model = T5EncoderModel.from_pretrained(source, local_files_only=local_only, dtype=torch.float32)
+        return tok, model
+
+    is_folder = Path(source).is_dir()
+    if not is_folder and (source.startswith(("/", ".", "~")) or source.count("/") > 1):
+        raise MinimagenError(f"Text encoder folder {source} does not exist; pass an existing T5 folder, "
+                             "a hub name such as 't5-small', or 'tiny'.")
+    try:
+        return load(local_only=True)  # a folder, or a hub model already in the local cache
+    except (OSError, ValueError) as e:
+        if is_folder:  # transformers' own message here wrongly blames a missing sentencepiece/tiktoken
+            raise MinimagenError(f"{source} is not a T5 model folder (it needs config.json, model weights and "
+                                 "tokenizer.json); rebuild the tiny one with `python -m minimagen build-tiny-t5`."
+                                 ) from e
+    if _hub_unreachable():
+        raise MinimagenError(f"Text encoder {name!r} is not downloaded and the Hugging Face hub cannot be "
+                             f"reached: {OFFLINE_FIX}.")
+    try:
+        return load(local_only=False)
+    except (OSError, ValueError) as e:
+        raise MinimagenError(f"Could not load text encoder {name!r} ({e}); pass a T5 name such as "
+                             "'t5-small' or 'google/t5-v1_1-base', a T5 folder, or 'tiny'.") from e
+
+
+class TextEncoder:
+    """A frozen T5 encoder with an embedding cache. encode(captions) -> (embeds [B, L, D], mask [B, L])."""
+
+    def __init__(self, name: str | None = None, max_length: int = 32, device="cpu"):
+        name = name or os.environ.get("MINIMAGEN_TEXT_ENCODER") or "t5-small"
+        if not isinstance(max_length, int) or max_length < 2:
+            raise MinimagenError(f"max_length={max_length!r} is too small; pass an integer of at least 2 "
+                                 "(one token plus the end-of-sequence token).")
+        self.name = "tiny" if name in TINY_ALIASES else name
+        source = str(DATA_DIR / "tiny-t5") if self.name == "tiny" else name
+        self.tokenizer, self.model = _load(self.name, source)
+        self.model.eval().requires_grad_(False).to(device)
+        self.device, self.max_length = torch.device(device), max_length
+        self.dim = self.model.config.d_model
+        self.pretrained = not getattr(self.model.config, "minimagen_random_weights", False)
+        # Guard against a tokenizer that loaded but knows no words (see the T5Tokenizer trap in _load).
+        probe = self.tokenizer("a red circle").input_ids
+        if self.tokenizer.unk_token_id in probe:
+            raise MinimagenError(f"The tokenizer of {name!r} maps plain English words to <unk>: its files are "
+                                 f"incomplete; {OFFLINE_FIX}.")
+        # The cache: (name, max_length, caption) -> unpadded [len_i, D] embedding on the CPU. A training
+        # loop over a few hundred captions then runs T5 once per caption (~64 KB each for t5-small).
+        self.cache: dict[tuple[str, int, str], torch.Tensor] = {}
+        kind = "pretrained" if self.pretrained else \
+            f"{source}, random weights — carries token identity and position, no language knowledge"
+        print(f"text encoder: {self.name} ({kind}), d_model={self.dim}, max_length={max_length}")
+
+    def _tokenize(self, captions: list[str]) -> list[list[int]]:
+        """Token ids per caption (eos included), truncated to max_length with one warning per call."""
+        ids = self.tokenizer(captions).input_ids
+        over = [len(x) - self.max_length for x in ids if len(x) > self.max_length]
+        if over:
+            warnings.warn(f"{len(over)} caption(s) longer than max_length={self.max_length} tokens were "
+                          f"truncated (by up to {max(over)} tokens); raise the max_length argument of "
+                          "TextEncoder to keep them whole.", stacklevel=3)  # points at encode()'s caller
+        # Keep the last token (eos), as T5's own truncation does.
+        return [x if len(x) <= self.max_length else x[:self.max_length - 1] + x[-1:] for x in ids]
+
+    @torch.no_grad()  # no_grad, not inference_mode: inference tensors can't be saved for the U-Net's backward
+    def _run_t5(self, ids: list[list[int]]) -> list[torch.Tensor]:
+        """Run the encoder on a batch of token ids; one unpadded [len_i, D] float32 CPU tensor each."""
+        lengths = [len(x) for x in ids]
+        tokens = torch.zeros(len(ids), max(lengths), dtype=torch.long)  # [B, L], 0 = <pad>
+        for i, x in enumerate(ids):
+            tokens[i, :len(x)] = torch.tensor(x)
+        attention = (torch.arange(tokens.shape[1]) < torch.tensor(lengths)[:, None]).long()  # [B, L]
+        # The encoder runs in float32 even inside a caller's autocast region: T5 is known to overflow in
+        # float16, and the cache must not depend on where encode() happened to be called.
+        with torch.autocast(self.device.type, enabled=False):
+            out = self.model(input_ids=tokens.to(self.device), attention_mask=attention.to(self.device))
+        hidden = out.last_hidden_state.float().cpu()  # [B, L, D]
+        return [hidden[i, :n].clone() for i, n in enumerate(lengths)]
+
+    def encode(self, captions: list[str] | str) -> tuple[torch.Tensor, torch.Tensor]:
+        """captions -> (embeds [B, L, D] float32, mask [B, L] bool); L = longest caption, pads are 0/False."""
+        if isinstance(captions, str):
+            captions = [captions]
+        if not isinstance(captions, (list, tuple)) or not captions:
+            raise MinimagenError(f"encode() got {type(captions).__name__}; pass a caption string or a "
+                                 "non-empty list of caption strings.")
+        for c in captions:
+            if not isinstance(c, str) or not c.strip():
+                raise MinimagenError(f"Caption {c!r} is empty or not a string; pass non-empty text such "
+                                     "as 'a red circle'.")
+        # Tokenizing is cheap, so every call tokenizes (and warns about truncation); only T5 is cached.
+        ids = dict(zip(captions, self._tokenize(captions)))
+        keys = [(self.name, self.max_length, c) for c in captions]
+        todo = list(dict.fromkeys(k for k in keys if k not in self.cache))  # uncached, deduplicated, ordered
+        if todo:
+            self.cache.update(zip(todo, self._run_t5([ids[k[2]] for k in todo])))
+        found = [self.cache[k] for k in keys]
+        embeds = torch.zeros(len(found), max(len(e) for e in found), self.dim)  # [B, L, D]
+        mask = torch.zeros(embeds.shape[:2], dtype=torch.bool)  # [B, L]
+        for i, e in enumerate(found):
+            embeds[i, :len(e)], mask[i, :len(e)] = e, True
+        return embeds.to(self.device), mask.to(self.device)
+
+
+# ---------------------------------------------------------------------------------------------
+# The offline tiny T5: a tokenizer trained on the toy captions + a randomly initialised encoder.
+
+TINY_CONFIG = dict(d_model=128, num_layers=2, num_heads=4, d_kv=16, d_ff=128, dropout_rate=0.0)
+# Spellable without <unk>: any ASCII word outside the grammar ("hexagon") becomes letter pieces.
+TINY_REQUIRED_CHARS = string.ascii_letters + string.digits + ".,'-"
+
+
+def _train_sentencepiece(captions: list[str], seed: int, workdir: Path):
+    """A unigram SentencePiece model with T5's special ids; returns the SentencePieceProcessor."""
+    import sentencepiece as spm  # only building needs it: loading reads tokenizer.json
+    # Seed pieces = every substring of every word, weighted by count. Why: on a corpus this repetitive,
+    # sentencepiece's own suffix-array seeding finds ~30 candidates and never keeps "▁red" as a piece.
+    words = collections.Counter(w for c in captions for w in c.split())
+    seeds = collections.Counter()
+    for w, n in words.items():
+        s = "▁" + w
+        for i, j in itertools.combinations(range(len(s) + 1), 2):
+            if s[i:j] != "▁":
+                seeds[s[i:j]] += n * (j - i)
+    seed_file = workdir / "seeds.tsv"
+    seed_file.write_text(encoding="utf-8", data="".join(f"{p}\t{n}\n" for p, n in sorted(seeds.items(), key=lambda x: (-x[1], x[0]))))
+    spm.set_random_generator_seed(seed)
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(captions), model_writer=model, seed_sentencepieces_file=str(seed_file),
+        model_type="unigram",  # T5's tokenizer is a unigram model; BPE pieces would not round-trip
+        vocab_size=128, hard_vocab_limit=False,  # the grammar needs fewer pieces; let it stop early
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>",
+        required_chars=TINY_REQUIRED_CHARS, character_coverage=1.0,
+        normalization_rule_name="identity",  # NFKC would add a 240 KB character map for nothing here
+        num_threads=1, shuffle_input_sentence=False, input_sentence_size=0, minloglevel=2)  # deterministic
+    return spm.SentencePieceProcessor(model_proto=model.getvalue())
+
+
+def build_tiny_t5(out_dir=DATA_DIR / "tiny-t5", seed: int = 0) -> Path:
+    """Build data/tiny-t5 (tokenizer + random-weight T5 encoder), byte-for-byte reproducible from seed."""
+    from transformers import AutoTokenizer, T5Config, T5EncoderModel, T5Tokenizer
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    captions = all_captions("all")  # fixed order: the grammar's own
+    with tempfile.TemporaryDirectory() as tmp:
+        sp = _train_sentencepiece(captions, seed, Path(tmp))
+    # T5Tokenizer(vocab=[(piece, score)]) builds the same unigram model as converting spiece.model, without
+    # protobuf (note: transformers 5 silently ignores T5Tokenizer(vocab_file=...)).
+    vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
+    with _quiet():
+        T5Tokenizer(vocab=vocab, extra_ids=0).save_pretrained(out_dir)  # tokenizer.json + config
+        tok = AutoTokenizer.from_pretrained(out_dir, local_files_only=True)
+    # Round trip: the saved tokenizer must agree with sentencepiece, know every word, and append eos.
+    for c, ids in zip(captions, tok(captions).input_ids):
+        if ids != sp.encode(c) + [tok.eos_token_id] or tok.unk_token_id in ids:
+            raise RuntimeError(f"tiny T5 tokenizer does not round-trip {c!r}: {tok.convert_ids_to_tokens(ids)}")
+
+    config = T5Config(vocab_size=len(tok), pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+                      minimagen_random_weights=True, **TINY_CONFIG)  # the flag TextEncoder.pretrained reads
+    torch.manual_seed(seed)
+    model = T5EncoderModel(config)
+    with _quiet():
+        model.save_pretrained(out_dir)  # config.json + model.safetensors
+    n_params = sum(p.numel() for p in model.parameters())
+    (out_dir / "README.md").write_text(encoding="utf-8", data=
+        f"# tiny-t5\n\n"
+        f"An offline stand-in for T5, used by `TextEncoder('tiny')` (or `MINIMAGEN_TEXT_ENCODER=tiny`).\n\n"
+        f"- Tokenizer: a {len(tok)}-piece SentencePiece unigram model trained on the toy shapes captions "
+        f"(one piece per grammar word, plus ASCII letters and digits so other words are spelled, not <unk>); "
+        f"T5 ids: pad=0, eos=1, unk=2.\n"
+        f"- Encoder: a T5 encoder ({', '.join(f'{k}={v}' for k, v in TINY_CONFIG.items())}, "
+        f"{n_params:,} parameters) with RANDOM weights, seed={seed}.\n\n"
+        f"It is not pretrained: its embeddings carry token identity and position, not language knowledge "
+        f"(Imagen's text understanding comes from a pretrained T5; use t5-small when you are online).\n\n"
+        f"Rebuilt, byte for byte (same library versions), by:\n\n    python -m minimagen build-tiny-t5"
+        f"{'' if seed == 0 else f' --seed {seed}'}\n")
+    return out_dir
