@@ -1,0 +1,95 @@
+"""Caption alignment (the detector) and fidelity (off-palette fraction, Fréchet distance) on real shapes data."""
+import pytest
+import torch
+
+from minimagen.data import DATA_DIR, ShapesDataset, from_uint8, make_scene, render, render_scene
+from minimagen.errors import MinimagenError
+from minimagen.metrics import (FeatureNet, alignment_accuracy, caption_alignment, caption_attributes, detect,
+                               fidelity, frechet_distance, load_feature_net, off_palette_fraction)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Many small tensor ops: on a CPU shared with other jobs, torch's 2-thread barriers make them
+    3-10x slower than one thread (measured), so this module runs single-threaded."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def real(size, n, seed, split="all"):
+    ds = ShapesDataset(size, split, n=n, seed=seed)
+    return from_uint8(ds.images), ds
+
+
+@pytest.mark.parametrize("size", [32, 64, 128])
+def test_detector_reads_dataset_images_back(size):
+    images, ds = real(size, 300, seed=size)
+    scores = caption_alignment(images, ds.captions)
+    assert scores.shape == (300,)
+    assert alignment_accuracy(images, ds.captions) >= 0.98
+    two = torch.tensor([len(c.split()) > 4 for c in ds.captions])
+    assert scores[two].mean() >= 0.98 and scores[~two].mean() >= 0.98  # both caption kinds, separately
+
+
+def test_detector_on_held_out_pairs_and_details():
+    images, ds = real(32, 150, seed=9, split="held_out")
+    assert alignment_accuracy(images, ds.captions) >= 0.98
+    scene = make_scene("a large orange square", 3)
+    (obj,) = detect(from_uint8(render_scene(scene, 64)))
+    assert (obj["color"], obj["shape"], obj["size"]) == ("orange", "square", "large")
+    assert abs(obj["half_size"] - scene["objects"][0]["half_size"]) < 0.01
+    assert all(abs(a - b) < 0.02 for a, b in zip(obj["center"], scene["objects"][0]["center"]))
+    assert detect(torch.full((3, 32, 32), 0.6)) == []  # plain background: no objects
+
+
+def test_alignment_drops_for_mismatched_captions():
+    red_circle = from_uint8(render("a large red circle", 32, 1))
+    assert caption_alignment(red_circle, ["a large red circle"]).item() == 1.0
+    assert caption_alignment(red_circle, ["a large blue square"]).item() < 0.5
+    assert caption_alignment(red_circle, ["a small red circle"]).item() == 0.75  # only the size is wrong
+    pair = from_uint8(render("a red square to the left of a blue circle", 32, 1))
+    attrs = caption_attributes(detect(pair), "a blue circle to the left of a red square")
+    assert attrs == dict(color1=True, shape1=True, color2=True, shape2=True, relation=False, count=True)
+    images, ds = real(32, 200, seed=5)
+    shuffled = ds.captions[1:] + ds.captions[:1]
+    assert alignment_accuracy(images, shuffled) < 0.6
+
+
+def test_frechet_distance_orders_real_saturated_noise():
+    a, _ = real(32, 300, seed=100)
+    b, _ = real(32, 300, seed=200)
+    saturated = (b * 2).clamp(-1, 1)  # what static clipping at high guidance does to colours
+    noise = torch.rand_like(b) * 2 - 1
+    same, vs_real, vs_sat, vs_noise = (frechet_distance(a, x) for x in (a, b, saturated, noise))
+    assert abs(same) < 1e-3
+    assert vs_real * 5 < vs_sat < vs_noise
+
+
+def test_off_palette_fraction_orders_real_saturated_noise():
+    b, _ = real(64, 100, seed=300)
+    clean, mild, saturated, noise = (off_palette_fraction(x).mean().item() for x in
+                                     (b, (b * 1.3).clamp(-1, 1), (b * 2).clamp(-1, 1), torch.rand_like(b) * 2 - 1))
+    assert clean < 0.001 < mild < saturated and saturated > 0.9 and noise > 0.5
+
+
+def test_fidelity_and_shipped_feature_net():
+    path = DATA_DIR / "feature_net.pt"
+    assert path.stat().st_size < 200_000
+    FeatureNet().load_state_dict({k: v.float() for k, v in torch.load(path, weights_only=True).items()})
+    net = load_feature_net()
+    assert net.features(torch.zeros(2, 3, 64, 64)).shape == (2, 64)  # other sizes are resized to 32 px
+    b, _ = real(32, 200, seed=400)
+    good, bad = fidelity(b), fidelity((b * 2).clamp(-1, 1))
+    assert set(good) == {"off_palette", "frechet"}
+    assert good["off_palette"] < bad["off_palette"] and good["frechet"] < bad["frechet"]
+
+
+def test_metrics_reject_bad_inputs():
+    with pytest.raises(MinimagenError, match="one caption per image"):
+        caption_alignment(torch.zeros(2, 3, 32, 32), ["a small red circle"])
+    with pytest.raises(MinimagenError, match="shape"):
+        detect(torch.zeros(1, 32, 32))
+    with pytest.raises(MinimagenError, match="grammar"):
+        caption_alignment(torch.zeros(3, 32, 32), ["a cat"])
