@@ -2,7 +2,7 @@
 
 Captions follow a small compositional grammar:
   one object:  "a {size} {color} {shape}"                       e.g. "a large teal circle"
-  two objects: "a {color} {shape} {relation} a {color} {shape}"  e.g. "a red square above a pink circle"
+  two objects: "a {color} {shape} {relation} a {color} {shape}"  e.g. "an orange square above a pink circle"
 Captions that contain a held-out (color, shape) pair are never used for training: they test
 compositional generalisation (the model has seen "blue" and "triangle", never "blue triangle").
 
@@ -40,6 +40,10 @@ def load_spec(path: str | None = None) -> dict:
     return json.loads(Path(path or DATA_DIR / "shapes.json").read_text())
 
 
+def article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"  # "an orange square"
+
+
 def one_object_captions(spec: dict) -> list[str]:
     return [f"a {size} {color} {shape}"
             for size, color, shape in itertools.product(spec["sizes"], spec["colors"], spec["shapes"])]
@@ -47,7 +51,7 @@ def one_object_captions(spec: dict) -> list[str]:
 
 def two_object_captions(spec: dict) -> list[str]:
     objects = list(itertools.product(spec["colors"], spec["shapes"]))
-    return [f"a {c1} {s1} {rel} a {c2} {s2}"
+    return [f"{article(c1)} {c1} {s1} {rel} {article(c2)} {c2} {s2}"
             for rel in spec["relations"] for (c1, s1), (c2, s2) in itertools.product(objects, objects)
             if c1 != c2]  # two objects never share a colour, so the detector can tell them apart
 

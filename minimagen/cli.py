@@ -1,0 +1,143 @@
+"""Command line: python -m minimagen {demo, train, sample, build-tiny-t5, train-feature-net}.
+
+    python -m minimagen demo                                       # the README's main job
+    python -m minimagen train --stage 0 --steps 3000 --out runs/base
+    python -m minimagen sample --checkpoints runs/base/last.pt --captions "a large red circle" --out grid.png
+"""
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from .errors import MinimagenError
+
+DEMO_CAPTIONS = ["a large red circle", "a small teal square", "a large orange triangle", "a green circle above a pink square",
+                 "a purple circle to the left of a yellow triangle", "a blue triangle to the left of a red square"]
+
+
+def add_train_args(p):
+    """One flag per TrainConfig field (--batch-size for batch_size), typed by its default."""
+    from .train import TrainConfig
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "bf16":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                           help="bf16 autocast (default: where the hardware supports it)")
+        else:
+            kind = type(f.default) if f.default is not None else (int if f.name == "steps" else str)
+            p.add_argument(flag, type=kind, default=f.default, dest=f.name, help=f"default: {f.default}")
+    p.add_argument("--out", dest="out_dir", help="alias of --out-dir")
+
+
+def cmd_train(args):
+    from .train import TrainConfig, Trainer
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+    Trainer(config).train()
+    print(f"checkpoint: {Path(config.out_dir) / 'last.pt'}  loss log: {Path(config.out_dir) / 'loss.csv'}")
+
+
+def cmd_sample(args):
+    from .imagen import load_cascade
+    from .plot import save_grid
+    model = load_cascade(args.checkpoints, device=args.device)
+    images = model.sample(args.captions, guidance_scale=args.guidance, thresholding=args.thresholding,
+                          percentile=args.percentile, steps=args.steps, sampler=args.sampler, seed=args.seed,
+                          lowres_aug_level=args.aug_level)
+    print(f"wrote {save_grid(images, args.out, captions=args.captions)}")
+
+
+def cmd_demo(args):
+    """Load the shipped toy cascade, fine-tune its base briefly on this machine, sample a grid and
+    compare none / static / dynamic thresholding at a high guidance scale."""
+    import torch
+    from .data import DATA_DIR
+    from .imagen import load_cascade
+    from .metrics import alignment_accuracy, off_palette_fraction
+    from .plot import save_grid, thresholding_figure
+    from .train import TrainConfig, Trainer
+
+    out, ckpts = Path(args.out), DATA_DIR / "checkpoints"
+    start = time.time()
+    base = ckpts / "base32.pt"
+    if args.finetune_steps > 0:
+        from .checkpoint import load_checkpoint
+        encoder = load_checkpoint(base)["text_encoder"]
+        config = TrainConfig(stage=0, steps=args.finetune_steps, out_dir=str(out / "finetune"), init_from=str(base),
+                             text_encoder=encoder, warmup_steps=1, lr=5e-5, sample_every=0, log_every=5,
+                             checkpoint_every=args.finetune_steps, dataset_size=512)
+        losses = Trainer(config).train()
+        print(f"fine-tuned the shipped base for {len(losses)} steps: loss {losses[0]:.4f} -> {sum(losses[-5:]) / 5:.4f}")
+        base = out / "finetune" / "last.pt"
+    stages = [base] + [p for p in (ckpts / "sr64.pt",) if p.exists()]
+    model = load_cascade(stages)
+    images = model.sample(DEMO_CAPTIONS, guidance_scale=3.0, steps=args.steps, seed=0, return_all_stages=True)
+    print(f"wrote {save_grid(images[-1], out / 'samples.png', captions=DEMO_CAPTIONS, ncols=3)}")
+    base_images = images[0]
+    print(f"caption alignment of the {model.image_sizes[0]}px samples (w=3, dynamic): "
+          f"{alignment_accuracy(base_images, DEMO_CAPTIONS):.0%}")
+    rows = {m: model.sample(DEMO_CAPTIONS, guidance_scale=args.guidance, thresholding=m, steps=args.steps, seed=0, stages=1)
+            for m in ("none", "static", "dynamic")}
+    print(f"wrote {thresholding_figure(rows, DEMO_CAPTIONS, args.guidance, out / 'thresholding.png') and out / 'thresholding.png'}")
+    for m, x in rows.items():
+        print(f"  w={args.guidance:<4} {m:>8}: alignment {alignment_accuracy(x, DEMO_CAPTIONS):.0%}, "
+              f"off-palette pixels {off_palette_fraction(x).mean().item():.1%}")
+    print(f"demo done in {time.time() - start:.0f} s")
+
+
+def cmd_build_tiny_t5(args):
+    from .text import build_tiny_t5
+    print(f"wrote {build_tiny_t5(**({'out_dir': args.out} if args.out else {}), seed=args.seed)}")
+
+
+def cmd_train_feature_net(args):
+    from .metrics import train_feature_net
+    print(f"wrote {train_feature_net(seed=args.seed)}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m minimagen", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="sample the shipped toy cascade and compare thresholding methods")
+    p.add_argument("--out", default="outputs/demo")
+    p.add_argument("--finetune-steps", type=int, default=20)
+    p.add_argument("--guidance", type=float, default=10.0)
+    p.add_argument("--steps", type=int, default=50)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train one stage of the cascade")
+    add_train_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="sample captions from stage checkpoints into a PNG grid")
+    p.add_argument("--checkpoints", nargs="+", required=True, help="base first, then SR stages")
+    p.add_argument("--captions", nargs="+", required=True)
+    p.add_argument("--guidance", type=float, default=3.0)
+    p.add_argument("--thresholding", default="dynamic", help="none, static or dynamic")
+    p.add_argument("--percentile", type=float, default=0.995)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--sampler", default="ddim", help="ddim or ddpm")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--aug-level", type=float, default=0.2, help="noise augmentation of SR inputs, 0..1")
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", default="outputs/samples.png")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("build-tiny-t5", help="rebuild data/tiny-t5 (the offline, random-weight T5) from its seed")
+    p.add_argument("--out", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_build_tiny_t5)
+
+    p = sub.add_parser("train-feature-net", help="retrain data/feature_net.pt (features for the Frechet distance)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_train_feature_net)
+
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except MinimagenError as exc:  # a learner's mistake: one sentence, no stack trace
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

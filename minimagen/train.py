@@ -1,0 +1,228 @@
+"""Training one stage of the cascade: AdamW with warmup, gradient clipping, EMA weights for sampling,
+bf16 autocast where it is fast, cached text embeddings, tqdm progress, a loss log with its plot,
+periodic sample grids, atomic checkpoints with exact resume, and multi-GPU through PyTorch's DDP.
+
+    python -m minimagen train --stage 0 --steps 3000 --out runs/base        # one process
+    torchrun --nproc_per_node 2 -m minimagen train --stage 0 --out runs/base  # DDP
+
+Exact resume: every step's randomness (which images, which t, which noise, which captions are
+dropped) is seeded by (seed, step, rank), so a run resumed from step k replays the same steps
+k+1, k+2, ... as the run that never stopped (tests/test_train.py checks the loss sequence).
+"""
+import csv
+import dataclasses
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.optim.swa_utils import AveragedModel
+from tqdm.auto import tqdm
+
+from .checkpoint import config_differences, load_checkpoint, save_checkpoint
+from .data import ImageCaptionFolder, ShapesDataset, all_captions
+from .device import autocast, pick_device, resolve_bf16
+from .errors import MinimagenError
+from .imagen import Imagen, stage_loss
+from .text import TextEncoder
+from .unet import Unet, unet_preset
+
+DEFAULT_PRESETS = {0: "base32", 1: "sr64", 2: "sr128"}  # 32 -> 64 -> 128
+STAGE_SIZES = {0: None, 1: 32, 2: 64}                    # each SR stage's low-res input size
+
+
+@dataclass
+class TrainConfig:
+    stage: int = 0                 # 0 = base, 1 = SR 32->64, 2 = SR 64->128
+    preset: str | None = None      # U-Net preset (minimagen.unet.PRESETS); None = the stage's default
+    steps: int = 3000              # optimizer steps (per process)
+    batch_size: int = 32           # per process
+    lr: float = 3e-4
+    warmup_steps: int = 200        # linear LR warmup: Adam's early steps are noisy without it
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999       # EMA weights are what sampling uses (smoother than the raw weights)
+    cond_drop_prob: float = 0.1    # classifier-free guidance: fraction of captions replaced by the null text
+    objective: str = "v"           # eps (the paper), v (stable at both ends of the schedule), or x0
+    schedule: str = "cosine"
+    text_encoder: str | None = None  # None -> $MINIMAGEN_TEXT_ENCODER, else t5-small
+    dataset: str = "shapes"        # "shapes" or a folder of images + captions.csv / captions.jsonl
+    dataset_size: int = 10000      # procedural shapes images to render
+    seed: int = 0
+    out_dir: str = "runs/base"
+    log_every: int = 25
+    sample_every: int = 1000       # 0 = never
+    checkpoint_every: int = 500
+    bf16: bool | None = None       # None = where the hardware supports it
+    device: str | None = None      # None = cuda if available else cpu
+    init_from: str | None = None   # start from these weights (fine-tuning), not a resume
+
+    def __post_init__(self):
+        if self.stage not in DEFAULT_PRESETS:
+            raise MinimagenError(f"stage must be 0 (base), 1 (32->64) or 2 (64->128), got {self.stage}.")
+        self.preset = self.preset or DEFAULT_PRESETS[self.stage]
+        if self.steps <= 0 or self.batch_size <= 0:
+            raise MinimagenError("steps and batch_size must be positive integers.")
+
+
+# fields that must match to resume a run (the rest, like steps or out_dir, may change)
+RESUME_FIELDS = ("stage", "preset", "batch_size", "objective", "schedule", "text_encoder", "dataset",
+                 "dataset_size", "seed", "cond_drop_prob", "lr", "warmup_steps", "ema_decay")
+
+
+def ema_avg(decay: float):
+    """EMA update for torch's AveragedModel, with warmup: decay_n = min(decay, (1 + n) / (10 + n)),
+    so a short run's EMA is not stuck near the random initial weights."""
+    def avg(ema_param, param, n):
+        d = min(decay, (1 + n.item()) / (10 + n.item()))
+        return d * ema_param + (1 - d) * param
+    return avg
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig):
+        self.config = c = config
+        self.rank, self.world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        if self.world > 1:
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        self.device = pick_device(c.device)
+        if self.world > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(self.device)
+        self.bf16 = resolve_bf16(self.device, c.bf16)
+        self.text_encoder = TextEncoder(c.text_encoder, device=self.device)
+        c.text_encoder = self.text_encoder.name
+        self.unet_config = unet_preset(c.preset, self.text_encoder.dim)
+        self.image_size, self.lowres_size = self.unet_config.image_size, STAGE_SIZES[c.stage]
+        if self.unet_config.lowres_cond != (c.stage > 0):
+            raise MinimagenError(f"preset {c.preset!r} is for stage {1 - int(c.stage > 0)}, not stage {c.stage}: "
+                                 f"use --preset {DEFAULT_PRESETS[c.stage]}.")
+        torch.manual_seed(c.seed)
+        self.unet = Unet(self.unet_config).to(self.device)
+        self.ema = AveragedModel(self.unet, avg_fn=ema_avg(c.ema_decay), use_buffers=True)
+        self.opt = torch.optim.AdamW(self.unet.parameters(), lr=c.lr, weight_decay=0.0)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / c.warmup_steps))
+        self.model = self.unet if self.world == 1 else torch.nn.parallel.DistributedDataParallel(self.unet)
+        self.step, self.out = 0, Path(c.out_dir)
+        self.data = (ShapesDataset(size=self.image_size, split="train", n=c.dataset_size, seed=c.seed)
+                     if c.dataset == "shapes" else ImageCaptionFolder(c.dataset, size=self.image_size))
+        if (self.out / "last.pt").exists():
+            self.load(self.out / "last.pt", resume=True)
+        elif c.init_from:
+            self.load(c.init_from, resume=False)
+
+    # ------------------------------------------------------------ checkpoints
+    def state(self) -> dict:
+        return {"stage": self.config.stage, "image_size": self.image_size, "lowres_size": self.lowres_size,
+                "text_encoder": self.text_encoder.name, "text_embed_dim": self.text_encoder.dim,
+                "objective": self.config.objective, "schedule": self.config.schedule,
+                "unet_config": dataclasses.asdict(self.unet_config), "train_config": dataclasses.asdict(self.config),
+                "step": self.step, "model": self.unet.state_dict(), "ema": self.ema.module.state_dict(),
+                "ema_n": self.ema.n_averaged, "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict()}
+
+    def load(self, path, resume: bool):
+        state = load_checkpoint(path, self.device)
+        diff = config_differences(state["unet_config"], dataclasses.asdict(self.unet_config), state["unet_config"])
+        if state["stage"] != self.config.stage or diff:
+            raise MinimagenError(f"{path} holds a stage-{state['stage']} U-Net that differs from this run's "
+                                 f"({'; '.join(diff) or 'stage'}): pass the matching --stage/--preset or another --out.")
+        if resume:
+            diff = config_differences(state["train_config"], dataclasses.asdict(self.config), RESUME_FIELDS)
+            if diff:
+                raise MinimagenError(f"cannot resume {path}: settings changed ({'; '.join(diff)}); "
+                                     "use the same settings or a new --out directory.")
+            self.opt.load_state_dict(state["optimizer"])
+            self.sched.load_state_dict(state["scheduler"])
+            self.step = state["step"]
+        self.unet.load_state_dict(state["model"])
+        self.ema.module.load_state_dict(state["ema"])
+        self.ema.n_averaged.copy_(state["ema_n"])
+        if self.rank == 0:
+            print(f"{'resumed' if resume else 'initialised'} from {path} at step {state['step']}")
+
+    def save(self, name="last.pt"):
+        if self.rank == 0:
+            save_checkpoint(self.state(), self.out / name)
+
+    # ------------------------------------------------------------ one step
+    def batch(self, step: int):
+        """This step's images and captions: a pure function of (seed, step, rank)."""
+        g = torch.Generator().manual_seed(self.config.seed * 1_000_003 + step * 101 + self.rank)
+        idx = torch.randint(len(self.data), (self.config.batch_size,), generator=g).tolist()
+        images, captions = zip(*(self.data[i] for i in idx))
+        return torch.stack(images).to(self.device), list(captions)
+
+    def train_step(self, step: int) -> float:
+        images, captions = self.batch(step)
+        torch.manual_seed(self.config.seed * 1_000_003 + step * 101 + self.rank + 7)  # t, noise, CFG drops
+        embeds, mask = self.text_encoder.encode(captions)  # cached: T5 runs once per distinct caption
+        with autocast(self.device, self.bf16):
+            loss = stage_loss(self.model, images, embeds, mask, self.lowres_size, self.config.objective,
+                              self.config.schedule, self.config.cond_drop_prob)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.unet.parameters(), self.config.grad_clip)
+        if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+            raise MinimagenError(f"the loss became {loss.item()} (gradient norm {grad_norm.item()}) at step {step}: "
+                                 f"the learning rate ({self.config.lr}) is likely too high or the data holds NaNs; "
+                                 f"nothing was saved after the last good checkpoint in {self.out}.")
+        self.opt.step()
+        self.sched.step()
+        self.ema.update_parameters(self.unet)
+        return loss.item()
+
+    # ------------------------------------------------------------ the loop
+    def train(self, steps: int | None = None) -> list[float]:
+        """Train up to `steps` total steps (default config.steps); returns this call's losses."""
+        c, total = self.config, steps or self.config.steps
+        self.out.mkdir(parents=True, exist_ok=True)
+        log_path, losses = self.out / "loss.csv", []
+        if self.rank == 0 and self.step == 0:
+            log_path.write_text("step,loss,lr,seconds\n")
+        bar = tqdm(range(self.step, total), initial=self.step, total=total, disable=self.rank != 0,
+                   desc=f"stage {c.stage} ({c.preset})", mininterval=2)
+        start = time.time()
+        for step in bar:
+            losses.append(self.train_step(step))
+            self.step = step + 1
+            if self.rank == 0 and (self.step % c.log_every == 0 or self.step == total):
+                bar.set_postfix(loss=f"{sum(losses[-c.log_every:]) / len(losses[-c.log_every:]):.4f}")
+                with log_path.open("a", newline="") as f:
+                    csv.writer(f).writerow([self.step, f"{losses[-1]:.5f}", f"{self.sched.get_last_lr()[0]:.2e}",
+                                            f"{time.time() - start:.1f}"])
+            if self.step % c.checkpoint_every == 0 or self.step == total:
+                self.save()
+            if c.sample_every and self.rank == 0 and (self.step % c.sample_every == 0 or self.step == total):
+                self.preview()
+        if self.world > 1:
+            self._check_replicas_in_sync()
+        if self.rank == 0:
+            from .plot import plot_loss
+            plot_loss(log_path, self.out / "loss.png")
+        return losses
+
+    def imagen(self) -> Imagen:
+        """This stage alone, with the EMA weights, for sampling during training."""
+        return Imagen([self.ema.module], self.text_encoder, self.config.objective, self.config.schedule,
+                      lowres_size=self.lowres_size)
+
+    def preview(self, n: int = 8):
+        """A grid of EMA samples for fixed training captions (SR stages: from real low-res images)."""
+        from .imagen import resize
+        from .plot import save_grid
+        images, captions = zip(*(self.data[i] for i in range(n)))
+        lowres = resize(torch.stack(images), self.lowres_size) if self.lowres_size else None
+        samples = self.imagen().sample(list(captions), steps=25, lowres_images=lowres)
+        save_grid(samples, self.out / "samples" / f"step_{self.step:06d}.png", captions=list(captions))
+
+    def _check_replicas_in_sync(self):
+        """DDP keeps every replica's weights identical: verify it once at the end."""
+        flat = torch.cat([p.detach().flatten() for p in self.unet.parameters()])
+        checksum = torch.stack([flat.sum(), flat.abs().sum()]).double().cpu()
+        gathered = [torch.zeros_like(checksum) for _ in range(self.world)]
+        dist.all_gather(gathered, checksum)
+        if not all(torch.allclose(g, gathered[0]) for g in gathered):
+            raise RuntimeError(f"DDP replicas diverged: {gathered}")
+        if self.rank == 0:
+            print(f"DDP: {self.world} replicas in sync after {self.step} steps")

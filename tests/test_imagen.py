@@ -1,0 +1,133 @@
+"""The cascade: loss per stage, noise-conditioning augmentation consistent between training and
+sampling, guided sampling through the stages, input errors."""
+import pytest
+import torch
+
+from minimagen import diffusion as D
+from minimagen.errors import MinimagenError
+from minimagen.imagen import Imagen, down_up, noise_augment, resize
+from minimagen.text import TextEncoder
+from minimagen.unet import Unet, unet_preset
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return TextEncoder("tiny")
+
+
+@pytest.fixture(scope="module")
+def cascade(encoder):
+    torch.manual_seed(0)
+    base = Unet(unet_preset("tiny32", encoder.dim))
+    sr = Unet(unet_preset("tiny-sr64", encoder.dim))
+    for unet in (base, sr):  # zero-initialised output convs would make every prediction 0
+        for p in unet.parameters():
+            p.data.add_(torch.randn_like(p) * 0.02)
+    return Imagen([base, sr], encoder)
+
+
+class Spy(torch.nn.Module):
+    """Wraps a U-Net and records the low-res conditioning it is given."""
+
+    def __init__(self, unet):
+        super().__init__()
+        self.unet, self.config, self.seen = unet, unet.config, []
+
+    def forward(self, x, log_snr, embeds, mask, lowres=None, aug_log_snr=None, drop=None):
+        self.seen.append((lowres, aug_log_snr))
+        return self.unet(x, log_snr, embeds, mask, lowres, aug_log_snr, drop)
+
+
+def test_loss_for_each_stage_is_finite_and_backpropagates(cascade):
+    images = torch.rand(2, 3, 64, 64) * 2 - 1
+    for stage, size in enumerate(cascade.image_sizes):
+        loss = cascade.loss(resize(images, size), ["a small red circle", "a large blue square"], stage)
+        loss.backward()
+        assert torch.isfinite(loss) and loss.item() > 0
+
+
+def test_down_up_keeps_size_and_loses_detail():
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    y = down_up(x, 32)
+    assert y.shape == x.shape and not torch.allclose(x, y)
+    assert y.std() < 0.7 * x.std()  # white noise: most of its detail lives above 16 cycles per image
+
+
+def residual_std(lowres_noised, clean, aug_log_snr):
+    alpha, sigma = D.alpha_sigma(aug_log_snr)
+    return ((lowres_noised - D._bcast(alpha, clean) * clean) / D._bcast(sigma, clean)).std().item()
+
+
+def test_noise_augmentation_is_the_forward_process_in_minus_one_to_one():
+    """The augmentation noises the [-1, 1] image: (z - alpha x) / sigma is unit noise. MinImagen's
+    bug (noising in [0, 1] at sampling, then normalising) would give std 2 here."""
+    x = torch.rand(64, 3, 16, 16) * 2 - 1
+    z, log_snr = noise_augment(x, torch.full((64,), 0.5))
+    assert abs(residual_std(z, x, log_snr) - 1) < 0.02
+
+
+def test_training_and_sampling_give_the_sr_stage_the_same_kind_of_input(encoder, cascade):
+    """Spy on what the SR U-Net receives in training and at sampling: the same forward process of the
+    same [-1, 1] low-res image (unit-variance residual, identical clean part at aug level 0)."""
+    spy = Spy(cascade.unets[1])
+    model = Imagen([cascade.unets[0], spy], encoder)
+    image = resize(torch.rand(4, 3, 64, 64) * 2 - 1, 64)
+    captions = ["a small red circle"] * 4
+    model.loss(image, captions, stage=1)
+    lowres, aug_log_snr = spy.seen[-1]
+    train_clean = down_up(image, 32)
+    assert abs(residual_std(lowres, train_clean, aug_log_snr) - 1) < 0.05
+    spy.seen.clear()
+    sr_only = Imagen([spy], encoder, lowres_size=32)
+    sr_only.sample(captions, lowres_images=resize(image, 32), steps=2, lowres_aug_level=0.5, guidance_scale=1.0)
+    lowres, aug_log_snr = spy.seen[0]
+    assert abs(residual_std(lowres, train_clean, aug_log_snr) - 1) < 0.05
+    torch.testing.assert_close(aug_log_snr, D.cosine_log_snr(torch.full((4,), 0.5)))
+
+
+def test_sample_shapes_and_determinism(cascade):
+    out = cascade.sample(["a large teal square", "a red circle above a blue square"], steps=3, return_all_stages=True)
+    assert [o.shape for o in out] == [(2, 3, 32, 32), (2, 3, 64, 64)]
+    assert all(o.abs().max() <= 1 for o in out)
+    again = cascade.sample(["a large teal square", "a red circle above a blue square"], steps=3)
+    assert torch.equal(again, out[-1])
+    for sampler in ("ddim", "ddpm"):
+        a = cascade.sample("a small pink triangle", steps=3, sampler=sampler, seed=3, stages=1)
+        b = cascade.sample("a small pink triangle", steps=3, sampler=sampler, seed=3, stages=1)
+        assert torch.equal(a, b)
+
+
+def test_guidance_uses_one_batched_call(cascade):
+    spy = Spy(cascade.unets[0])
+    calls = []
+    spy.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    Imagen([spy], cascade.text_encoder).sample(["a small red circle"] * 3, guidance_scale=5.0, steps=2)
+    assert calls == [6, 6]  # conditional + unconditional halves together, every step
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"guidance_scale": -1}, ">= 0"), ({"steps": 0}, "positive"), ({"thresholding": "clip"}, "dynamic"),
+    ({"percentile": 1.5}, r"\(0, 1\]"), ({"stages": 3}, "out of range"), ({"lowres_aug_level": 2}, r"\[0, 1\]")])
+def test_sampling_argument_errors(cascade, kwargs, match):
+    with pytest.raises(MinimagenError, match=match):
+        cascade.sample("a small red circle", **kwargs)
+
+
+def test_sr_only_cascade_needs_its_lowres_input(encoder, cascade):
+    with pytest.raises(MinimagenError, match="lowres_images"):
+        Imagen([cascade.unets[1]], encoder, lowres_size=32).sample("a small red circle", steps=2)
+
+
+@pytest.mark.parametrize("images,match", [
+    (torch.rand(2, 3, 16, 16), "32x32"), (torch.rand(2, 1, 32, 32), "3 \\(RGB\\)"),
+    ((torch.rand(2, 3, 32, 32) * 255).to(torch.uint8), "from_uint8"), (torch.full((2, 3, 32, 32), float("nan")), "NaN"),
+    (torch.rand(2, 3, 32, 32) * 255, r"\[-1, 1\]")])
+def test_bad_training_images_get_one_clear_error(cascade, images, match):
+    with pytest.raises(MinimagenError, match=match):
+        cascade.loss(images, ["a small red circle"] * 2, stage=0)
+
+
+def test_mismatched_text_encoder_is_refused(cascade):
+    wide = Unet(unet_preset("tiny32", 512))
+    with pytest.raises(MinimagenError, match="encoder it was trained with"):
+        Imagen([wide], cascade.text_encoder)

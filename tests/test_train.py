@@ -1,0 +1,136 @@
+"""Training: exact resume, NaN stop that keeps the last good checkpoint, atomic checkpoints under
+SIGKILL, config-mismatch errors, the CLI, and DDP with 2 CPU processes (gloo)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from minimagen.checkpoint import load_checkpoint, save_checkpoint
+from minimagen.errors import MinimagenError
+from minimagen.imagen import load_cascade
+from minimagen.train import TrainConfig, Trainer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def config(tmp_path, **kw):
+    base = dict(preset="tiny32", steps=6, batch_size=4, dataset_size=32, text_encoder="tiny", out_dir=str(tmp_path / "run"),
+                sample_every=0, checkpoint_every=3, log_every=1, warmup_steps=2, bf16=False)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_resume_gives_the_same_loss_sequence(tmp_path):
+    straight = Trainer(config(tmp_path, out_dir=str(tmp_path / "a"))).train()
+    first = Trainer(config(tmp_path, out_dir=str(tmp_path / "b"))).train(steps=3)  # "interrupted" after 3
+    resumed = Trainer(config(tmp_path, out_dir=str(tmp_path / "b")))              # picks up last.pt
+    assert resumed.step == 3
+    rest = resumed.train()
+    assert first + rest == straight
+    assert (tmp_path / "b" / "loss.csv").read_text().count("\n") == 7  # header + 6 steps, no duplicates
+    assert (tmp_path / "b" / "loss.png").exists()
+
+
+def test_checkpoint_records_what_sampling_needs(tmp_path):
+    Trainer(config(tmp_path, steps=2)).train()
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["text_encoder"] == "tiny" and state["stage"] == 0 and state["image_size"] == 32
+    model = load_cascade([tmp_path / "run" / "last.pt"])
+    assert model.text_encoder.name == "tiny"
+    assert model.sample("a small red circle", steps=2).shape == (1, 3, 32, 32)
+
+
+def test_sr_stage_trains_and_previews(tmp_path):
+    losses = Trainer(config(tmp_path, stage=1, preset="tiny-sr64", steps=2, sample_every=2)).train()
+    assert len(losses) == 2 and all(l == l for l in losses)
+    assert list((tmp_path / "run" / "samples").glob("*.png"))
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path):
+    trainer = Trainer(config(tmp_path, steps=3))
+    trainer.train()
+    good = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    trainer.sched.base_lrs = [1e30]  # blows up the weights on the next steps
+    with pytest.raises(MinimagenError, match=r"at step \d+.*learning rate"):
+        trainer.train(steps=12)
+    kept = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    assert all(torch.isfinite(v).all() for v in kept.values() if v.is_floating_point())
+    assert good.keys() == kept.keys()
+
+
+def test_resume_with_changed_settings_names_the_fields(tmp_path):
+    Trainer(config(tmp_path, steps=2)).train()
+    with pytest.raises(MinimagenError, match="batch_size: 4 -> 8"):
+        Trainer(config(tmp_path, steps=4, batch_size=8))
+
+
+def test_checkpoint_of_another_stage_or_preset_is_refused(tmp_path):
+    Trainer(config(tmp_path, steps=1)).train()
+    with pytest.raises(MinimagenError, match="stage-0"):
+        Trainer(config(tmp_path, stage=1, preset="tiny-sr64", out_dir=str(tmp_path / "sr"),
+                       init_from=str(tmp_path / "run" / "last.pt")))
+
+
+@pytest.mark.parametrize("content,match", [(b"", "truncated or corrupted"), (b"\x00garbage" * 10, "truncated or corrupted")])
+def test_corrupted_checkpoint(tmp_path, content, match):
+    path = tmp_path / "bad.pt"
+    path.write_bytes(content)
+    with pytest.raises(MinimagenError, match=match):
+        load_checkpoint(path)
+
+
+def test_truncated_checkpoint(tmp_path):
+    path = save_checkpoint({"x": torch.randn(1000)}, tmp_path / "ok.pt")
+    path.write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(MinimagenError, match="truncated or corrupted"):
+        load_checkpoint(path)
+
+
+def test_killed_mid_write_leaves_the_previous_checkpoint_loadable(tmp_path):
+    path = tmp_path / "ck.pt"
+    save_checkpoint({"version": 0, "w": torch.zeros(10)}, path)
+    writer = subprocess.Popen([sys.executable, "-c", f"""
+import torch
+from minimagen.checkpoint import save_checkpoint
+big = torch.randn(20_000_000)  # 80 MB: each write takes a while
+i = 1
+while True:
+    save_checkpoint({{"version": i, "w": big}}, {str(path)!r}); i += 1
+"""], cwd=ROOT)
+    time.sleep(4)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    state = load_checkpoint(path)
+    assert state["version"] >= 0 and state["w"].numel() in (10, 20_000_000)
+
+
+def test_cli_train_and_sample(tmp_path):
+    out = tmp_path / "cli"
+    env = {**os.environ, "MINIMAGEN_TEXT_ENCODER": "tiny"}
+    run = lambda *args: subprocess.run([sys.executable, "-m", "minimagen", *args], cwd=ROOT, env=env,
+                                       capture_output=True, text=True, timeout=300)
+    r = run("train", "--preset", "tiny32", "--steps", "2", "--batch-size", "2", "--dataset-size", "8",
+            "--sample-every", "0", "--out", str(out), "--no-bf16")
+    assert r.returncode == 0, r.stderr
+    r = run("sample", "--checkpoints", str(out / "last.pt"), "--captions", "a small red circle", "--steps", "2",
+            "--out", str(tmp_path / "grid.png"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "grid.png").exists()
+    r = run("sample", "--checkpoints", str(tmp_path / "missing.pt"), "--captions", "a small red circle")
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    """torchrun with the gloo backend: 2 replicas train and stay in sync."""
+    out = tmp_path / "ddp"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+                        "-m", "minimagen", "train", "--preset", "tiny32", "--steps", "3", "--batch-size", "2",
+                        "--dataset-size", "8", "--sample-every", "0", "--text-encoder", "tiny", "--out", str(out), "--no-bf16"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 replicas in sync after 3 steps" in r.stdout
+    assert load_checkpoint(out / "last.pt")["step"] == 3
