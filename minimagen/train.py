@@ -3,6 +3,7 @@ bf16 autocast where it is fast, cached text embeddings, tqdm progress, a loss lo
 periodic sample grids, atomic checkpoints with exact resume, and multi-GPU through PyTorch's DDP.
 
     python -m minimagen train --stage 0 --steps 3000 --out runs/base        # one process
+    -> runs/base/last.pt (resumable), ema.pt (EMA weights in fp16, to sample and share), loss.csv/png, samples/
     torchrun --nproc_per_node 2 -m minimagen train --stage 0 --out runs/base  # DDP
 
 Exact resume: every step's randomness (which images, which t, which noise, which captions are
@@ -135,15 +136,23 @@ class Trainer:
             self.opt.load_state_dict(state["optimizer"])
             self.sched.load_state_dict(state["scheduler"])
             self.step = state["step"]
-        self.unet.load_state_dict(state["model"])
+        self.unet.load_state_dict(state.get("model", state["ema"]))  # an exported file holds only the EMA
         self.ema.module.load_state_dict(state["ema"])
-        self.ema.n_averaged.copy_(state["ema_n"])
+        self.ema.n_averaged.copy_(state.get("ema_n", 0))
         if self.rank == 0:
             print(f"{'resumed' if resume else 'initialised'} from {path} at step {state['step']}")
 
     def save(self, name="last.pt"):
         if self.rank == 0:
             save_checkpoint(self.state(), self.out / name)
+
+    def export(self, name="ema.pt"):
+        """A small file for sampling and sharing: the EMA weights in float16 and the metadata,
+        without the raw weights and optimizer state (4x smaller; it cannot resume training)."""
+        if self.rank == 0:
+            state = {k: v for k, v in self.state().items() if k not in ("model", "optimizer", "scheduler", "ema_n")}
+            state["ema"] = {k: v.half() if v.is_floating_point() else v for k, v in state["ema"].items()}
+            save_checkpoint(state, self.out / name)
 
     # ------------------------------------------------------------ one step
     def batch(self, step: int):
@@ -200,6 +209,7 @@ class Trainer:
         if self.rank == 0:
             from .plot import plot_loss
             plot_loss(log_path, self.out / "loss.png")
+            self.export()
         return losses
 
     def imagen(self) -> Imagen:

@@ -42,6 +42,10 @@ def test_checkpoint_records_what_sampling_needs(tmp_path):
     model = load_cascade([tmp_path / "run" / "last.pt"])
     assert model.text_encoder.name == "tiny"
     assert model.sample("a small red circle", steps=2).shape == (1, 3, 32, 32)
+    exported = load_cascade([tmp_path / "run" / "ema.pt"])  # fp16 EMA only: same samples up to rounding
+    torch.testing.assert_close(exported.sample("a small red circle", steps=2), model.sample("a small red circle", steps=2),
+                               atol=2e-2, rtol=0)
+    assert (tmp_path / "run" / "ema.pt").stat().st_size < 0.5 * (tmp_path / "run" / "last.pt").stat().st_size
 
 
 def test_sr_stage_trains_and_previews(tmp_path):

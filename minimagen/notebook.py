@@ -1,0 +1,66 @@
+"""What the notebooks share: quick vs full mode, one line saying what runs where, the shipped toy
+cascade, and widgets that degrade gracefully when nobody is watching (CI, nbval).
+
+    from minimagen.notebook import setup, pick, explore
+    run = setup()                    # prints device, mode and text encoder
+    steps = pick(quick=200, full=5000)
+"""
+import os
+
+import torch
+
+from .data import DATA_DIR
+from .device import pick_device
+
+CHECKPOINTS = DATA_DIR / "checkpoints"
+
+
+def quick_mode() -> bool:
+    """MINIMAGEN_QUICK=1 -> quick (CPU-sized runs, what CI uses), 0 -> full; unset: full on CUDA, quick on CPU."""
+    value = os.environ.get("MINIMAGEN_QUICK")
+    if value is None:
+        return not torch.cuda.is_available()
+    return value.strip().lower() not in ("0", "false", "no", "")
+
+
+def pick(quick, full):
+    """The quick-mode value or the full-mode value."""
+    return quick if quick_mode() else full
+
+
+def setup(seed: int = 0) -> torch.device:
+    """Seed everything, choose the device, and say in one line what this notebook runs with."""
+    import matplotlib
+    matplotlib.rcParams["figure.dpi"] = 72  # stored outputs stay small
+    torch.manual_seed(seed)
+    device = pick_device()
+    encoder = os.environ.get("MINIMAGEN_TEXT_ENCODER", "t5-small")
+    mode = "quick (MINIMAGEN_QUICK=1: small steps, CPU-sized)" if quick_mode() else "full (MINIMAGEN_QUICK=0)"
+    print(f"device: {device.type} | mode: {mode} | text encoder for new models: {encoder} (MINIMAGEN_TEXT_ENCODER)")
+    return device
+
+
+def load_toy_cascade(stages=("base32", "sr64"), device=None):
+    """The toy cascade shipped in data/checkpoints (trained here with the tiny T5; see its README)."""
+    from .imagen import load_cascade
+    model = load_cascade([CHECKPOINTS / f"{name}.pt" for name in stages], device=device)
+    print(f"loaded {', '.join(stages)} from data/checkpoints; sizes {model.image_sizes}")
+    return model
+
+
+def explore(fn, **controls):
+    """ipywidgets.interactive(fn, **controls) with continuous_update off; without ipywidgets,
+    call fn once with each control's first value, so the cell still shows something."""
+    try:
+        import ipywidgets as widgets
+        from IPython.display import display
+    except ImportError:
+        defaults = {k: (v[0] if isinstance(v, (list, tuple)) else v) for k, v in controls.items()}
+        print("ipywidgets is not installed: showing the default setting (pip install ipywidgets for sliders)")
+        return fn(**defaults)
+    for control in controls.values():
+        if hasattr(control, "continuous_update"):
+            control.continuous_update = False
+    ui = widgets.interactive(fn, **controls)
+    display(ui)
+    return ui
