@@ -26,6 +26,7 @@ def save_checkpoint(state: dict, path) -> Path:
             torch.save({"format": FORMAT, **state}, f)
             f.flush()
             os.fsync(f.fileno())  # the bytes are on disk before the name points at them
+        os.chmod(tmp, 0o644)      # mkstemp makes it private; a checkpoint is meant to be shared
         os.replace(tmp, path)     # atomic on POSIX: readers see the old file or the new one
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

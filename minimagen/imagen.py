@@ -48,7 +48,7 @@ def check_images(images, size: int):
     if tuple(images.shape[-2:]) != (size, size):
         raise MinimagenError(f"this stage trains at {size}x{size} but got {tuple(images.shape[-2:])}: resize with minimagen.imagen.resize(images, {size}).")
     if not images.is_floating_point():
-        raise MinimagenError(f"images are {images.dtype} (0..255?): convert with minimagen.data.from_uint8(images) to float in [-1, 1].")
+        raise MinimagenError(f"images are {images.dtype} (0..255?): convert them to float in [-1, 1] with images.float() / 127.5 - 1.")
     if not torch.isfinite(images).all():
         raise MinimagenError("images contain NaN or inf pixels: check the data loading.")
     if images.min() < -1.01 or images.max() > 1.01:

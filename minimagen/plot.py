@@ -4,19 +4,14 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 from einops import rearrange
 
-
-def to_numpy(images) -> np.ndarray:
-    """[B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3]."""
-    images = images.detach().float().cpu().clamp(-1, 1)
-    return ((images + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+from .data import to_uint8
 
 
 def image_grid(images, ncols: int | None = None, pad: int = 1) -> np.ndarray:
     """[B, 3, H, W] -> one uint8 [rows*H, cols*W, 3] picture, white padding between images."""
-    arr = to_numpy(images)
+    arr = to_uint8(images)
     ncols = ncols or min(len(arr), 8)
     rows = -(-len(arr) // ncols)
     arr = np.concatenate([arr, np.full((rows * ncols - len(arr), *arr.shape[1:]), 255, np.uint8)])
@@ -26,7 +21,7 @@ def image_grid(images, ncols: int | None = None, pad: int = 1) -> np.ndarray:
 
 def show_images(images, titles=None, ncols: int | None = None, size: float = 1.6, suptitle=None):
     """Show images in a notebook, each with an optional (wrapped) title; returns the figure."""
-    arr = to_numpy(images)
+    arr = to_uint8(images)
     ncols = ncols or min(len(arr), 8)
     rows = -(-len(arr) // ncols)
     fig, axes = plt.subplots(rows, ncols, figsize=(ncols * size, rows * (size + (0.45 if titles else 0))), squeeze=False)
@@ -92,7 +87,7 @@ def thresholding_figure(rows: dict, captions, guidance_scale: float, path=None):
     """One row per thresholding method, one column per caption (the demo's comparison figure)."""
     fig, axes = plt.subplots(len(rows), len(captions), figsize=(1.7 * len(captions), 1.9 * len(rows)), squeeze=False)
     for r, (method, images) in enumerate(rows.items()):
-        for c, img in enumerate(to_numpy(images)):
+        for c, img in enumerate(to_uint8(images)):
             ax = axes[r, c]
             ax.imshow(img, interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])

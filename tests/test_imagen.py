@@ -120,7 +120,7 @@ def test_sr_only_cascade_needs_its_lowres_input(encoder, cascade):
 
 @pytest.mark.parametrize("images,match", [
     (torch.rand(2, 3, 16, 16), "32x32"), (torch.rand(2, 1, 32, 32), "3 \\(RGB\\)"),
-    ((torch.rand(2, 3, 32, 32) * 255).to(torch.uint8), "from_uint8"), (torch.full((2, 3, 32, 32), float("nan")), "NaN"),
+    ((torch.rand(2, 3, 32, 32) * 255).to(torch.uint8), "127.5"), (torch.full((2, 3, 32, 32), float("nan")), "NaN"),
     (torch.rand(2, 3, 32, 32) * 255, r"\[-1, 1\]")])
 def test_bad_training_images_get_one_clear_error(cascade, images, match):
     with pytest.raises(MinimagenError, match=match):
