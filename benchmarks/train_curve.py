@@ -53,7 +53,13 @@ def main():
     captions = {split: rng.sample(all_captions(split), args.n_captions) for split in ("train", "held_out")}
     lowres_size = {0: None, 1: 32, 2: 64}[args.stage]
     rows, train_seconds = [], 0.0
+    if (out / "curve.csv").exists():  # continue an interrupted curve (training itself resumes exactly)
+        with open(out / "curve.csv") as f:
+            rows = [{k: float(v) if "." in v else int(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        train_seconds = rows[-1]["train_seconds"] if rows else 0.0
     for target in args.targets:
+        if rows and target <= rows[-1]["step"]:
+            continue
         cmd = [sys.executable, "-m", "minimagen", "train", "--stage", str(args.stage), "--steps", str(target),
                "--out", str(out), "--sample-every", "1000", *args.train_args]
         start = time.time()
