@@ -235,10 +235,11 @@ def build_tiny_t5(out_dir=DATA_DIR / "tiny-t5", seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = T5EncoderModel(config)
     # T5's only sense of word order is a relative-position bias added to the attention logits. In a
-    # pretrained T5 it is strong; at T5's init scale (std ~0.09) random attention is nearly uniform
-    # and the encoder is a bag of words: a word's vector moves 4% when "a red circle above a blue
-    # square" is swapped. With std 1 each head attends to fixed relative offsets, so a word's vector
-    # depends on its neighbours (it moves ~30%) and the U-Net can bind colour to shape and order.
+    # pretrained T5 it is strong; at T5's init scale (std ~0.09) it is flat next to the query-key
+    # logits, so attention follows which words are present, not where: a bag of words (a word's
+    # vector moves 4% when "a red circle above a blue square" is swapped). With std 1 each head
+    # attends to fixed relative offsets, so a word's vector depends on its neighbours (it moves ~30%)
+    # and the U-Net can bind colour to shape and order.
     with torch.no_grad():
         model.encoder.block[0].layer[0].SelfAttention.relative_attention_bias.weight.normal_(0.0, 1.0)
     with _quiet():
