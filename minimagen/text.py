@@ -8,7 +8,7 @@ Two kinds of encoder:
   "t5-small" (default), "t5-base", "google/t5-v1_1-base", ... : pretrained, from the Hugging Face hub.
   "tiny": data/tiny-t5, a 2-layer T5 with RANDOM weights and a tokenizer trained on the toy captions,
           built reproducibly by build_tiny_t5(). It works offline; it carries token identity and
-          position, but no language knowledge: enough for the shapes grammar, not for English.
+          word order, but no language knowledge: enough for the shapes grammar, not for English.
 Pick one with TextEncoder(name=...) or the environment variable MINIMAGEN_TEXT_ENCODER.
 """
 import collections
@@ -121,7 +121,7 @@ class TextEncoder:
         # loop over a few hundred captions then runs T5 once per caption (~64 KB each for t5-small).
         self.cache: dict[tuple[str, int, str], torch.Tensor] = {}
         kind = "pretrained" if self.pretrained else \
-            f"{source}, random weights — carries token identity and position, no language knowledge"
+            f"{source}, random weights — carries token identity and word order, no language knowledge"
         print(f"text encoder: {self.name} ({kind}), d_model={self.dim}, max_length={max_length}")
 
     def _tokenize(self, captions: list[str]) -> list[list[int]]:

@@ -196,10 +196,11 @@ class Trainer:
             losses.append(self.train_step(step))
             self.step = step + 1
             if self.rank == 0 and (self.step % c.log_every == 0 or self.step == total):
-                bar.set_postfix(loss=f"{sum(losses[-c.log_every:]) / len(losses[-c.log_every:]):.4f}")
+                recent = losses[-c.log_every:]  # the mean since the last log line: smoother than one batch
+                bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
                 with log_path.open("a", newline="") as f:
-                    csv.writer(f).writerow([self.step, f"{losses[-1]:.5f}", f"{self.sched.get_last_lr()[0]:.2e}",
-                                            f"{time.time() - start:.1f}"])
+                    csv.writer(f).writerow([self.step, f"{sum(recent) / len(recent):.5f}",
+                                            f"{self.sched.get_last_lr()[0]:.2e}", f"{time.time() - start:.1f}"])
             if self.step % c.checkpoint_every == 0 or self.step == total:
                 self.save()
             if c.sample_every and self.rank == 0 and (self.step % c.sample_every == 0 or self.step == total):
