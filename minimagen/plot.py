@@ -102,3 +102,149 @@ def thresholding_figure(rows: dict, captions, guidance_scale: float, path=None):
         fig.savefig(path, dpi=100)
         plt.close(fig)
     return fig
+
+
+# ---------------------------------------------------------------- guidance and thresholding (notebook 06)
+def bar_compare(values: dict, xlabels=None, title=None, ax=None):
+    """Grouped bars: one group per position, one bar per entry of `values` ({label: [numbers]})."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 2.6))
+    n = len(values)
+    for k, (label, v) in enumerate(values.items()):
+        x = np.arange(len(v)) + (k - (n - 1) / 2) * 0.8 / n
+        ax.bar(x, np.asarray(v, dtype=float), width=0.8 / n, label=label)
+    ax.axhline(1.0, color="k", lw=0.8, ls="--")  # the data range ends here
+    ax.set_xticks(np.arange(len(next(iter(values.values())))), xlabels)
+    ax.legend(fontsize=7), ax.set_title(title or "", fontsize=9)
+    ax.figure.tight_layout()
+    return ax
+
+
+def guidance_grid(rows, caption: int = 0, seed: int = 0, methods=None, guidance_scales=None, size: float = 1.0):
+    """Images from a guidance_sweep: one row per method, one column per guidance scale w, for one
+    caption and seed (every cell starts from the same noise). Titles give the image's alignment."""
+    from .metrics import caption_alignment
+    methods = methods or list(dict.fromkeys(r["method"] for r in rows))
+    guidance_scales = guidance_scales or list(dict.fromkeys(r["guidance_scale"] for r in rows))
+    by_key = {(r["method"], r["guidance_scale"]): r for r in rows}
+    caption_text = rows[0].get("captions", [None] * (caption + 1))[caption]
+    fig, axes = plt.subplots(len(methods), len(guidance_scales), squeeze=False,
+                             figsize=(size * len(guidance_scales) + 0.6, size * len(methods) + 0.5))
+    for i, m in enumerate(methods):
+        for j, w in enumerate(guidance_scales):
+            ax, img = axes[i, j], by_key[(m, float(w))]["images"][seed, caption]
+            ax.imshow(to_uint8(img), interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if caption_text is not None:
+                ax.set_xlabel(f"align {caption_alignment(img, [caption_text]).item():.2f}", fontsize=6, labelpad=1)
+            if i == 0:
+                ax.set_title(f"w = {w:g}", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(m, fontsize=7)
+    if caption_text is not None:
+        fig.suptitle(f'"{caption_text}"', fontsize=9)
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def tradeoff_plot(rows, y: str = "fidelity", ax=None, title=None):
+    """Imagen Fig. 4c / A.31 in miniature: caption alignment (x) against fidelity (y), one curve per
+    method, each point labelled with its guidance scale w; error bars are standard errors.
+    y = "fidelity" (1 - off-palette fraction) or "frechet" (plotted as minus the Fréchet distance)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.6))
+    sign, name = (-1, "- Fréchet distance (higher is better)") if y == "frechet" else (1, "fidelity = 1 - off-palette fraction")
+    for method in dict.fromkeys(r["method"] for r in rows):
+        pts = [r for r in rows if r["method"] == method]
+        xs, ys = [r["alignment"] for r in pts], [sign * r[y] for r in pts]
+        line, = ax.plot(xs, ys, marker="o", ms=3, lw=1, label=method)
+        ax.errorbar(xs, ys, xerr=[r["alignment_se"] for r in pts], yerr=[r.get(f"{y}_se", r["off_palette_se"]) for r in pts],
+                    fmt="none", ecolor=line.get_color(), elinewidth=0.6, alpha=0.35)
+        for r, x_, y_ in zip(pts, xs, ys):
+            ax.annotate(f"{r['guidance_scale']:g}", (x_, y_), textcoords="offset points", xytext=(3, 2), fontsize=6)
+    ax.set(xlabel="caption alignment (higher is better)", ylabel=name)
+    ax.set_title(title or "alignment vs fidelity as guidance w grows (labels: w)", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.figure.tight_layout()
+    return ax
+
+
+def x0_histograms(trajectories, steps, bins: int = 60, lim: float | None = None):
+    """Predicted x0 before (grey) and after (colour) thresholding: one row per trajectory (from
+    evaluate.x0_trajectory, one per method), one column per sampling step; dashed lines at +-1."""
+    fig, axes = plt.subplots(len(trajectories), len(steps), figsize=(1.9 * len(steps), 1.35 * len(trajectories)),
+                             squeeze=False, sharex=True)
+    lim = lim or max(float(tr["x0_raw"][list(steps)].abs().max()) for tr in trajectories)
+    edges = np.linspace(-lim, lim, bins + 1)
+    for i, tr in enumerate(trajectories):
+        for j, step in enumerate(steps):
+            ax = axes[i, j]
+            ax.hist(tr["x0_raw"][step].flatten().numpy(), edges, color="0.6", label="raw x0")
+            ax.hist(tr["x0"][step].flatten().numpy(), edges, color=f"C{i}", alpha=0.7, label="thresholded")
+            for v in (-1, 1):
+                ax.axvline(v, color="k", lw=0.6, ls="--")
+            ax.set_yscale("log"), ax.tick_params(labelsize=6)
+            if i == 0:
+                ax.set_title(f"step {step} (t = {float(tr['t'][step]):.2f})", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(tr["method"], fontsize=8)
+    axes[0, -1].legend(fontsize=6)
+    fig.suptitle(f"predicted x0 at w = {trajectories[0]['guidance_scale']:g}: raw (grey) vs thresholded", fontsize=9)
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def trajectory_figure(traj, step: int, size: float = 1.1):
+    """One sampling step of an x0_trajectory: x_t, the raw predicted x0 (shown clipped, its range in
+    the title), the thresholded x0 for each caption, and the histogram of raw vs thresholded x0."""
+    B = traj["x0"].shape[1]
+    fig, axes = plt.subplots(3, B + 1, figsize=(size * B + 2.2, 3 * size + 0.5), squeeze=False,
+                             gridspec_kw={"width_ratios": [1] * B + [2]})
+    for r, (key, label) in enumerate([("x_t", "x_t"), ("x0_raw", "raw x0"), ("x0", "thresholded x0")]):
+        for b in range(B):
+            x, ax = traj[key][step, b], axes[r, b]
+            ax.imshow(to_uint8(x), interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.set_xlabel(f"[{x.min():.1f}, {x.max():.1f}]", fontsize=6, labelpad=1)
+            if b == 0:
+                ax.set_ylabel(label, fontsize=8)
+        axes[r, B].axis("off")
+    gs = axes[0, B].get_gridspec()
+    hist = fig.add_subplot(gs[:, B])
+    raw, thr = traj["x0_raw"][step].flatten().numpy(), traj["x0"][step].flatten().numpy()
+    lim = max(float(np.abs(raw).max()), 1.05)
+    edges = np.linspace(-lim, lim, 50)
+    hist.hist(raw, edges, color="0.6", label="raw x0"), hist.hist(thr, edges, color="C1", alpha=0.7, label="thresholded")
+    hist.axvline(-1, color="k", lw=0.6, ls="--"), hist.axvline(1, color="k", lw=0.6, ls="--")
+    hist.set_yscale("log"), hist.tick_params(labelsize=6), hist.legend(fontsize=6)
+    fig.suptitle(f"{traj['method']}, w = {traj['guidance_scale']:g}: step {step} of {len(traj['t'])}, "
+                 f"t = {float(traj['t'][step]):.2f}, log-SNR = {float(traj['log_snr'][step]):.1f}", fontsize=9)
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def percentile_figure(raw_x0, percentile: float, images=None, titles=None, size: float = 1.1):
+    """Dynamic thresholding of one cached raw x0 [B, 3, H, W] at this percentile: histogram before
+    and after, with each sample's s; and (optional) the final samples drawn with that percentile."""
+    from .diffusion import dynamic_threshold
+    import torch
+    x = dynamic_threshold(raw_x0, percentile)
+    s = torch.quantile(raw_x0.abs().flatten(1).float(), percentile, dim=1).clamp(min=1.0)
+    n = 0 if images is None else len(images)
+    fig, axes = plt.subplots(1, n + 1, figsize=(2.6 + size * n, size + 1.0), squeeze=False,
+                             gridspec_kw={"width_ratios": [2.4] + [1] * n})
+    lim = max(float(raw_x0.abs().max()), 1.05)
+    edges = np.linspace(-lim, lim, 50)
+    ax = axes[0, 0]
+    ax.hist(raw_x0.flatten().numpy(), edges, color="0.6", label="raw x0")
+    ax.hist(x.flatten().numpy(), edges, color="C2", alpha=0.7, label="dynamic")
+    ax.axvline(-1, color="k", lw=0.6, ls="--"), ax.axvline(1, color="k", lw=0.6, ls="--")
+    ax.set_yscale("log"), ax.tick_params(labelsize=6), ax.legend(fontsize=6)
+    ax.set_title(f"p = {percentile:g}: s = " + ", ".join(f"{v:.2f}" for v in s.tolist()), fontsize=7)
+    for i in range(n):
+        axes[0, i + 1].imshow(to_uint8(images[i]), interpolation="nearest")
+        axes[0, i + 1].axis("off")
+        if titles is not None:
+            axes[0, i + 1].set_title(_wrap(str(titles[i]), 16), fontsize=6)
+    fig.tight_layout(pad=0.3)
+    return fig

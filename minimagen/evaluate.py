@@ -1,0 +1,125 @@
+"""Guidance and thresholding sweeps [Imagen Sec. 2.2-2.3, Fig. 4c / A.31]: sample the base stage for
+every (thresholding method, guidance scale w, seed) and measure caption alignment (the paper's CLIP
+score) against fidelity (its FID): the trade-off curves of notebook 06 and the benchmarks.
+
+    rows = guidance_sweep(model, captions, [1, 3, 7.5, 15], methods=["none", "static", ("dynamic", 0.9)])
+    traj = x0_trajectory(model, captions, guidance_scale=15, method="dynamic", steps=25)
+
+A method is a name from diffusion.THRESHOLDING or a pair ("dynamic", percentile). Every (method, w)
+starts from the same noise for a given seed, so a row of a grid shows one sample changing with w.
+"""
+import math
+
+import torch
+
+from . import metrics
+
+
+def parse_method(method, percentile: float = 0.995) -> tuple[str, float, str]:
+    """"static" | ("dynamic", 0.9) -> (name, percentile, label), the label used in tables and plots."""
+    name, p = (method if isinstance(method, (tuple, list)) else (method, percentile))
+    return name, float(p), f"dynamic p={float(p):g}" if name == "dynamic" else name
+
+
+def _mean_se(values: torch.Tensor) -> tuple[float, float]:
+    """Mean and its standard error (std / sqrt(n)); the error is 0 for a single value."""
+    values = values.double().flatten()
+    se = values.std().item() / math.sqrt(len(values)) if len(values) > 1 else 0.0
+    return values.mean().item(), se
+
+
+def guidance_sweep(model, captions, guidance_scales, methods=("none", "static", "dynamic"), percentile=0.995,
+                   seeds=(0,), steps=25, sampler="ddim", frechet=False, progress=None) -> list[dict]:
+    """One row per (method, w): the base stage sampled once per seed for all captions, then
+      alignment, alignment_se   mean caption alignment over the seeds x captions images, its standard error
+      off_palette, off_palette_se   mean fraction of pixels no real image has (over-saturation, noise)
+      fidelity = 1 - off_palette   (higher is better, as the y axis of the trade-off plot)
+      raw_x0_max, raw_x0_outside   largest |predicted x0| over all steps, mean fraction of its pixels outside
+                                   [-1, 1] (the train/test mismatch); x0_max: largest |x0| after thresholding
+      frechet, frechet_se       (frechet=True) Fréchet distance to real images per seed: mean, s.e. over seeds
+      scores                    {'alignment', 'off_palette'}: the per-image values [seeds, captions]
+      images, captions          [seeds, captions, 3, H, W] on the CPU (for grids), and the captions.
+    progress: optional callable(done, total, row) to report each row (sweeps are slow on a CPU)."""
+    captions, seeds = list(captions), list(seeds)
+    total, rows = len(methods) * len(guidance_scales), []
+    for method in methods:
+        name, p, label = parse_method(method, percentile)
+        for w in guidance_scales:
+            seen = {"raw_max": 0.0, "max": 0.0, "outside": []}
+
+            def callback(i, log_snr, x_t, x0_raw, x0):  # how far guidance pushes x0 out of the data range
+                seen["raw_max"] = max(seen["raw_max"], x0_raw.abs().max().item())
+                seen["max"] = max(seen["max"], x0.abs().max().item())
+                seen["outside"].append((x0_raw.abs() > 1).float().mean().item())
+
+            images = torch.stack([model.sample(captions, guidance_scale=float(w), thresholding=name, percentile=p,
+                                               steps=steps, sampler=sampler, seed=seed, stages=1, callback=callback).cpu()
+                                  for seed in seeds])  # [S, B, 3, H, W]
+            flat = images.flatten(0, 1)
+            scores = {"alignment": metrics.caption_alignment(flat, captions * len(seeds)).view(images.shape[:2]),
+                      "off_palette": metrics.off_palette_fraction(flat).view(images.shape[:2])}  # [S, B] each
+            (align, align_se), (off, off_se) = _mean_se(scores["alignment"]), _mean_se(scores["off_palette"])
+            row = dict(method=label, thresholding=name, percentile=p, guidance_scale=float(w),
+                       alignment=align, alignment_se=align_se, off_palette=off, off_palette_se=off_se,
+                       fidelity=1.0 - off, raw_x0_max=seen["raw_max"], x0_max=seen["max"],
+                       raw_x0_outside=sum(seen["outside"]) / len(seen["outside"]),
+                       scores=scores, images=images, captions=captions)
+            if frechet:  # a set statistic: one value per seed (needs many captions to mean much)
+                row["frechet"], row["frechet_se"] = _mean_se(torch.tensor([metrics.fidelity(x)["frechet"] for x in images]))
+            rows.append(row)
+            if progress is not None:
+                progress(len(rows), total, row)
+    return rows
+
+
+def sweep_table(rows, frechet=None) -> str:
+    """The sweep as a text table: one line per (method, w); x0 out = raw_x0_outside."""
+    frechet = any("frechet" in r for r in rows) if frechet is None else frechet
+    lines = [f"{'method':<16}{'w':>5}{'alignment':>16}{'off-palette':>16}{'x0 out':>8}" + (f"{'Fréchet':>15}" if frechet else "")]
+    for r in rows:
+        line = (f"{r['method']:<16}{r['guidance_scale']:>5g}{r['alignment']:>9.3f} ± {r['alignment_se']:.3f}"
+                f"{r['off_palette']:>9.3f} ± {r['off_palette_se']:.3f}{r['raw_x0_outside']:>8.3f}")
+        if frechet:
+            line += f"{r['frechet']:>8.0f} ± {r['frechet_se']:<4.0f}"
+        lines.append(line.rstrip())
+    return "\n".join(lines)
+
+
+def paired_difference(row_a, row_b, key="off_palette") -> tuple[float, float]:
+    """Mean and standard error of row_a's per-image score minus row_b's. Rows of one sweep are paired
+    (same caption, same seed, same starting noise), so this is far less noisy than comparing means."""
+    return _mean_se(row_a["scores"][key] - row_b["scores"][key])
+
+
+def find_row(rows, method, guidance_scale) -> dict:
+    """The sweep row with this method label (or method spec) and guidance scale."""
+    label = method if isinstance(method, str) and method in {r["method"] for r in rows} else parse_method(method)[2]
+    for r in rows:
+        if r["method"] == label and r["guidance_scale"] == float(guidance_scale):
+            return r
+    raise KeyError(f"no sweep row for method {label!r} at w = {guidance_scale}")
+
+
+def x0_trajectory(model, captions, guidance_scale=7.5, method="dynamic", steps=25, seed=0, percentile=0.995,
+                  sampler="ddim") -> dict:
+    """Sample the base stage once and record, at every sampling step i (via the sampler's callback):
+      x_t [T, B, 3, H, W]   the noisy image the network saw
+      x0_raw                its predicted clean image, before thresholding
+      x0                    the same after thresholding (what the step used)
+      log_snr [T], t [T]    the noise level of step i (t = 1 noise .. 0 data)
+    plus images (the final samples), method (label), guidance_scale, captions. All on the CPU."""
+    captions = [captions] if isinstance(captions, str) else list(captions)
+    name, p, label = parse_method(method, percentile)
+    record = {"x_t": [], "x0_raw": [], "x0": [], "log_snr": []}
+
+    def callback(i, log_snr, x_t, x0_raw, x0):
+        for key, value in zip(record, (x_t, x0_raw, x0, log_snr[0])):
+            record[key].append(value.detach().float().cpu())
+
+    images = model.sample(captions, guidance_scale=float(guidance_scale), thresholding=name, percentile=p,
+                          steps=steps, sampler=sampler, seed=seed, stages=1, callback=callback).cpu()
+    out = {key: torch.stack(values) for key, values in record.items()}
+    out["t"] = torch.linspace(1.0, 0.0, steps + 1)[:steps]  # sample_loop's time grid, step i at t[i]
+    out.update(images=images, method=label, thresholding=name, percentile=p, guidance_scale=float(guidance_scale),
+               captions=captions)
+    return out
