@@ -23,10 +23,10 @@ from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from .checkpoint import config_differences, load_checkpoint, save_checkpoint
-from .data import ImageCaptionFolder, ShapesDataset, all_captions
+from .data import ImageCaptionFolder, ShapesDataset
 from .device import autocast, pick_device, resolve_bf16
 from .errors import MinimagenError
-from .imagen import Imagen, stage_loss
+from .imagen import Imagen, resize, stage_loss
 from .text import TextEncoder
 from .unet import Unet, unet_preset
 
@@ -220,7 +220,6 @@ class Trainer:
 
     def preview(self, n: int = 8):
         """A grid of EMA samples for fixed training captions (SR stages: from real low-res images)."""
-        from .imagen import resize
         from .plot import save_grid
         images, captions = zip(*(self.data[i] for i in range(n)))
         lowres = resize(torch.stack(images), self.lowres_size) if self.lowres_size else None
