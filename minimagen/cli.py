@@ -21,7 +21,10 @@ def add_train_args(p):
     from .train import TrainConfig
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        if f.name == "bf16":
+        if f.name == "noise_aug":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                           help="SR stages: noise-conditioning augmentation (default: on)")
+        elif f.name == "bf16":
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
                            help="bf16 autocast (default: where the hardware supports it)")
         else:

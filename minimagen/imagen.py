@@ -30,13 +30,14 @@ def down_up(images, low_size: int):
 
 def noise_augment(lowres, aug_level, schedule: str = "cosine", generator=None):
     """Corrupt the (upsampled, [-1, 1]) conditioning image by q(z_aug | lowres) at time aug_level [B]
-    in [0, 1]; return it with its log-SNR, which the SR U-Net is given as extra conditioning."""
+    in [0, 1] (0 = untouched); return it with its log-SNR, which the SR U-Net is given as extra conditioning."""
     aug_log_snr = D.get_schedule(schedule)(aug_level)
     if generator is None:
         noise = torch.randn_like(lowres)
     else:  # seeded sampling: draw on the CPU so a seed means the same noise on every device
         noise = torch.randn(lowres.shape, generator=generator).to(lowres.device)
-    return D.q_sample(lowres, aug_log_snr, noise), aug_log_snr
+    clean = (aug_level <= 0).view(-1, 1, 1, 1)  # level 0 means clean (the schedule's t = 0 still has sigma ~0.01)
+    return torch.where(clean, lowres, D.q_sample(lowres, aug_log_snr, noise)), aug_log_snr
 
 
 def check_images(images, size: int):
@@ -56,11 +57,28 @@ def check_images(images, size: int):
     return images
 
 
-def stage_loss(unet, images, embeds, mask, lowres_size=None, objective="v", schedule="cosine", cond_drop_prob=0.1):
+def min_snr_weight(log_snr, objective: str, gamma: float = 5.0):
+    """Min-SNR-gamma loss weighting [Hang et al. 2023, Eq. 8-9]: weight the x0-space error by
+    min(SNR, gamma), so the many easy low-noise timesteps stop dominating the gradient. Expressed as
+    a weight on our objective's squared error (||eps err||^2 = SNR ||x0 err||^2 and
+    ||v err||^2 = (SNR + 1) ||x0 err||^2): x0: min(SNR, g); eps: min(SNR, g) / SNR; v: min(SNR, g) / (SNR + 1)."""
+    snr = log_snr.float().exp()
+    clipped = snr.clamp(max=gamma)
+    return {"x0": clipped, "eps": clipped / snr, "v": clipped / (snr + 1)}[objective]
+
+
+LOSS_WEIGHTINGS = ("uniform", "min_snr")
+
+
+def stage_loss(unet, images, embeds, mask, lowres_size=None, objective="v", schedule="cosine", cond_drop_prob=0.1,
+               noise_aug=True, loss_weighting="uniform"):
     """Denoising loss of one stage [DDPM Eq. 14, in continuous time]: t ~ U(0, 1), noise the images,
     ask the U-Net for the objective (eps, v or x0), mean squared error. Stages train independently
     (one U-Net per run, as in the paper); an SR stage (lowres_size set) gets noise-conditioning
-    augmentation at a random level per sample. `unet` may be a DistributedDataParallel wrapper."""
+    augmentation at a random level per sample (noise_aug=False: always clean, the ablation).
+    loss_weighting "min_snr": Min-SNR-5 weights (min_snr_weight). `unet` may be a DDP wrapper."""
+    if loss_weighting not in LOSS_WEIGHTINGS:
+        raise MinimagenError(f"Unknown loss_weighting {loss_weighting!r}: use one of {list(LOSS_WEIGHTINGS)}.")
     config = getattr(unet, "module", unet).config
     dev = embeds.device
     x0 = check_images(images, config.image_size).to(dev)
@@ -72,10 +90,15 @@ def stage_loss(unet, images, embeds, mask, lowres_size=None, objective="v", sche
     x_t = D.q_sample(x0, log_snr, noise)
     lowres = aug_log_snr = None
     if lowres_size is not None:
-        lowres, aug_log_snr = noise_augment(down_up(x0, lowres_size), torch.rand(B, device=dev), schedule)
+        aug = torch.rand(B, device=dev) if noise_aug else torch.zeros(B, device=dev)
+        lowres, aug_log_snr = noise_augment(down_up(x0, lowres_size), aug, schedule)
     drop = torch.rand(B, device=dev) < cond_drop_prob  # classifier-free guidance: also learn p(x | no text)
     pred = unet(x_t, log_snr, embeds, mask.to(dev), lowres, aug_log_snr, drop)
-    return F.mse_loss(pred.float(), D.training_target(objective, x0, noise, log_snr))
+    target = D.training_target(objective, x0, noise, log_snr)
+    if loss_weighting == "uniform":
+        return F.mse_loss(pred.float(), target)
+    per_sample = (pred.float() - target).pow(2).mean(dim=(1, 2, 3))
+    return (min_snr_weight(log_snr, objective) * per_sample).mean()
 
 
 class Imagen(nn.Module):

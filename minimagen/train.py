@@ -58,6 +58,8 @@ class TrainConfig:
     bf16: bool | None = None       # None = where the hardware supports it
     device: str | None = None      # None = cuda if available else cpu
     init_from: str | None = None   # start from these weights (fine-tuning), not a resume
+    noise_aug: bool = True         # SR stages: noise-conditioning augmentation (False = the ablation)
+    loss_weighting: str = "uniform"  # or "min_snr": Min-SNR-5 weighting [Hang et al. 2023]
 
     def __post_init__(self):
         if self.stage not in DEFAULT_PRESETS:
@@ -69,7 +71,8 @@ class TrainConfig:
 
 # fields that must match to resume a run (the rest, like steps or out_dir, may change)
 RESUME_FIELDS = ("stage", "preset", "batch_size", "objective", "schedule", "text_encoder", "dataset",
-                 "dataset_size", "seed", "cond_drop_prob", "lr", "warmup_steps", "ema_decay")
+                 "dataset_size", "seed", "cond_drop_prob", "lr", "warmup_steps", "ema_decay", "noise_aug",
+                 "loss_weighting")
 
 
 def ema_avg(decay: float):
@@ -129,7 +132,8 @@ class Trainer:
             raise MinimagenError(f"{path} holds a stage-{state['stage']} U-Net that differs from this run's "
                                  f"({'; '.join(diff) or 'stage'}): pass the matching --stage/--preset or another --out.")
         if resume:
-            diff = config_differences(state["train_config"], dataclasses.asdict(self.config), RESUME_FIELDS)
+            defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # fields newer than the run
+            diff = config_differences({**defaults, **state["train_config"]}, dataclasses.asdict(self.config), RESUME_FIELDS)
             if diff:
                 raise MinimagenError(f"cannot resume {path}: settings changed ({'; '.join(diff)}); "
                                      "use the same settings or a new --out directory.")
@@ -168,7 +172,8 @@ class Trainer:
         embeds, mask = self.text_encoder.encode(captions)  # cached: T5 runs once per distinct caption
         with autocast(self.device, self.bf16):
             loss = stage_loss(self.model, images, embeds, mask, self.lowres_size, self.config.objective,
-                              self.config.schedule, self.config.cond_drop_prob)
+                              self.config.schedule, self.config.cond_drop_prob, self.config.noise_aug,
+                              self.config.loss_weighting)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.unet.parameters(), self.config.grad_clip)

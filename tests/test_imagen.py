@@ -131,3 +131,39 @@ def test_mismatched_text_encoder_is_refused(cascade):
     wide = Unet(unet_preset("tiny32", 512))
     with pytest.raises(MinimagenError, match="encoder it was trained with"):
         Imagen([wide], cascade.text_encoder)
+
+
+def test_min_snr_weight_is_min_snr_in_x0_space():
+    """Each objective's weight times its error scale (SNR for eps, SNR+1 for v, 1 for x0) is min(SNR, 5)."""
+    from minimagen.imagen import min_snr_weight
+    log_snr = torch.linspace(-8, 8, 17)
+    snr = log_snr.exp()
+    expected = snr.clamp(max=5.0)
+    for objective, scale in {"x0": torch.ones_like(snr), "eps": snr, "v": snr + 1}.items():
+        torch.testing.assert_close(min_snr_weight(log_snr, objective) * scale, expected)
+
+
+def test_stage_loss_options():
+    """min_snr changes the loss value but not its gradient's existence; noise_aug=False feeds the SR
+    U-Net the clean down-up image at aug level 0; an unknown weighting names the valid ones."""
+    from minimagen.imagen import stage_loss
+    from minimagen.unet import Unet, unet_preset
+    torch.manual_seed(0)
+    unet = Unet(unet_preset("tiny-sr64", 16))
+    images = torch.rand(2, 3, 64, 64) * 2 - 1
+    embeds, mask = torch.randn(2, 5, 16), torch.ones(2, 5, dtype=torch.bool)
+    seen = {}
+    orig = unet.forward
+    unet.forward = lambda x, log_snr, e, m, lowres, aug, drop: seen.update(lowres=lowres, aug=aug) or orig(x, log_snr, e, m, lowres, aug, drop)
+    torch.manual_seed(1)
+    plain = stage_loss(unet, images, embeds, mask, 32, noise_aug=False)
+    from minimagen.imagen import down_up
+    from minimagen import diffusion as D
+    torch.testing.assert_close(seen["lowres"], down_up(images, 32))
+    torch.testing.assert_close(seen["aug"], D.get_schedule("cosine")(torch.zeros(2)))
+    torch.manual_seed(1)
+    weighted = stage_loss(unet, images, embeds, mask, 32, noise_aug=False, loss_weighting="min_snr")
+    assert torch.isfinite(weighted) and weighted.item() != plain.item()
+    weighted.backward()
+    with pytest.raises(MinimagenError, match="min_snr"):
+        stage_loss(unet, images, embeds, mask, 32, loss_weighting="snr")
