@@ -28,6 +28,17 @@ def _mean_se(values: torch.Tensor) -> tuple[float, float]:
     return values.mean().item(), se
 
 
+def score_images(images, captions) -> dict:
+    """images [seeds, B, 3, H, W] for `captions` -> mean and standard error over all images of the caption
+    alignment and the off-palette fraction, fidelity = 1 - off_palette, and the per-image `scores`."""
+    flat = images.flatten(0, 1)
+    scores = {"alignment": metrics.caption_alignment(flat, list(captions) * images.shape[0]).view(images.shape[:2]),
+              "off_palette": metrics.off_palette_fraction(flat).view(images.shape[:2])}  # [S, B] each
+    (align, align_se), (off, off_se) = _mean_se(scores["alignment"]), _mean_se(scores["off_palette"])
+    return dict(alignment=align, alignment_se=align_se, off_palette=off, off_palette_se=off_se, fidelity=1.0 - off,
+                scores=scores)
+
+
 def guidance_sweep(model, captions, guidance_scales, methods=("none", "static", "dynamic"), percentile=0.995,
                    seeds=(0,), steps=25, sampler="ddim", frechet=False, progress=None) -> list[dict]:
     """One row per (method, w): the base stage sampled once per seed for all captions, then
@@ -55,15 +66,9 @@ def guidance_sweep(model, captions, guidance_scales, methods=("none", "static", 
             images = torch.stack([model.sample(captions, guidance_scale=float(w), thresholding=name, percentile=p,
                                                steps=steps, sampler=sampler, seed=seed, stages=1, callback=callback).cpu()
                                   for seed in seeds])  # [S, B, 3, H, W]
-            flat = images.flatten(0, 1)
-            scores = {"alignment": metrics.caption_alignment(flat, captions * len(seeds)).view(images.shape[:2]),
-                      "off_palette": metrics.off_palette_fraction(flat).view(images.shape[:2])}  # [S, B] each
-            (align, align_se), (off, off_se) = _mean_se(scores["alignment"]), _mean_se(scores["off_palette"])
             row = dict(method=label, thresholding=name, percentile=p, guidance_scale=float(w),
-                       alignment=align, alignment_se=align_se, off_palette=off, off_palette_se=off_se,
-                       fidelity=1.0 - off, raw_x0_max=seen["raw_max"], x0_max=seen["max"],
-                       raw_x0_outside=sum(seen["outside"]) / len(seen["outside"]),
-                       scores=scores, images=images, captions=captions)
+                       **score_images(images, captions), raw_x0_max=seen["raw_max"], x0_max=seen["max"],
+                       raw_x0_outside=sum(seen["outside"]) / len(seen["outside"]), images=images, captions=captions)
             if frechet:  # a set statistic: one value per seed (needs many captions to mean much)
                 row["frechet"], row["frechet_se"] = _mean_se(torch.tensor([metrics.fidelity(x)["frechet"] for x in images]))
             rows.append(row)
@@ -123,3 +128,28 @@ def x0_trajectory(model, captions, guidance_scale=7.5, method="dynamic", steps=2
     out.update(images=images, method=label, thresholding=name, percentile=p, guidance_scale=float(guidance_scale),
                captions=captions)
     return out
+
+
+def aug_level_sweep(sr_model, lowres_images, captions, aug_levels=(0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0), seeds=(0,),
+                    guidance_scale=3.0, steps=25, thresholding="dynamic", frechet=False, label="",
+                    progress=None) -> list[dict]:
+    """Noise-conditioning augmentation at sampling time [Imagen Sec. 2.4; Ho et al. 2021, Sec. 4.3]:
+    upsample the same low-res images with the SR stage at each augmentation level and score the results.
+    sr_model: an SR-only cascade (load_cascade([sr checkpoint])); lowres_images [B, 3, h, w] in [-1, 1],
+    e.g. the base stage's samples for `captions`. One row per level, keys as in guidance_sweep
+    (alignment(_se), off_palette(_se), fidelity, frechet(_se), scores, images) plus aug_level and label.
+    Level 0 hands the SR stage the base image untouched; 1 replaces it with pure noise (the SR stage
+    then draws from the caption alone)."""
+    captions, seeds, rows = list(captions), list(seeds), []
+    for level in aug_levels:
+        images = torch.stack([sr_model.sample(captions, guidance_scale=float(guidance_scale), thresholding=thresholding,
+                                              steps=steps, seed=seed, lowres_images=lowres_images,
+                                              lowres_aug_level=float(level)).cpu() for seed in seeds])
+        row = dict(label=label, aug_level=float(level), **score_images(images, captions), images=images,
+                   captions=captions)
+        if frechet:
+            row["frechet"], row["frechet_se"] = _mean_se(torch.tensor([metrics.fidelity(x)["frechet"] for x in images]))
+        rows.append(row)
+        if progress is not None:
+            progress(len(rows), len(aug_levels), row)
+    return rows

@@ -98,3 +98,25 @@ def test_paired_difference(rows):
     d, se = paired_difference(a, b)
     assert d == pytest.approx(a["off_palette"] - b["off_palette"]) and se >= 0
     assert paired_difference(a, a, "alignment") == (0.0, 0.0)
+
+
+def test_aug_level_sweep_rows():
+    """One row per level with scores for every (seed, caption); level 1 ignores the low-res input, so
+    two different inputs give the same images there but different ones at level 0."""
+    from minimagen.evaluate import aug_level_sweep
+    from minimagen.imagen import Imagen
+    from minimagen.text import TextEncoder
+    from minimagen.unet import Unet, unet_preset
+    torch.manual_seed(0)
+    enc = TextEncoder("tiny")
+    unet = Unet(unet_preset("tiny-sr64", enc.dim))
+    torch.nn.init.normal_(unet.out[-1].weight, std=0.1)  # zero-initialised: make the output depend on the input
+    sr = Imagen([unet], enc, lowres_size=32)
+    captions = ["a large red circle", "a small blue square"]
+    low_a, low_b = torch.zeros(2, 3, 32, 32), torch.ones(2, 3, 32, 32) * 0.5
+    kw = dict(aug_levels=(0.0, 1.0), seeds=(0, 1), steps=2)
+    rows_a, rows_b = aug_level_sweep(sr, low_a, captions, **kw), aug_level_sweep(sr, low_b, captions, **kw)
+    assert [r["aug_level"] for r in rows_a] == [0.0, 1.0]
+    assert rows_a[0]["images"].shape == (2, 2, 3, 64, 64) and rows_a[0]["scores"]["alignment"].shape == (2, 2)
+    assert not torch.equal(rows_a[0]["images"], rows_b[0]["images"])
+    torch.testing.assert_close(rows_a[1]["images"], rows_b[1]["images"], atol=1e-3, rtol=0)  # alpha(t=1) ~ 5e-5
