@@ -1,7 +1,8 @@
 """Checkpoints that lose nothing and run no code.
 
-One file per stage: the U-Net config, the text encoder it was trained with, the diffusion settings,
-the training config and step, the weights (raw and EMA) and the optimizer state.
+One file per stage: the U-Net config, the text encoder it was trained with (its name and a
+fingerprint of its weights), the diffusion settings, the training config and step, the weights
+(raw and EMA) and the optimizer state.
 Written atomically (temp file + fsync + rename: a run killed mid-write leaves the previous file
 intact) and read with torch.load(weights_only=True), so a downloaded checkpoint cannot execute code.
 """
@@ -43,12 +44,31 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
+        if "Unsupported global" in str(exc):  # a readable pickle that names code (a class, a function) to call
+            raise MinimagenError(f"{path} holds Python objects besides tensors and plain data, which could run code "
+                                 "when loaded, so it was refused: use a checkpoint written by `python -m minimagen "
+                                 "train`, or re-save only the tensors.") from None
         raise MinimagenError(f"checkpoint {path} is truncated or corrupted and cannot be read ({type(exc).__name__}): "
                              "use an earlier checkpoint or train again.") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise MinimagenError(f"{path} is not a minimagen stage checkpoint (format {FORMAT}): "
                              "pass a file written by `python -m minimagen train`.")
     return state
+
+
+def check_text_encoder(state: dict, encoder, path) -> None:
+    """Refuse a checkpoint trained with another version of its text encoder than `encoder` (same name,
+    different weights or vocabulary). Checkpoints without a fingerprint (older ones, the shipped ones)
+    are trusted on their encoder's name, as before."""
+    stored = state.get("text_encoder_fingerprint")
+    if stored is None or stored == encoder.fingerprint:
+        return
+    name = state.get("text_encoder")
+    fix = ("rebuild data/tiny-t5 with `python -m minimagen build-tiny-t5` (seed 0, the library versions it was "
+           "built with) or retrain the stage" if name in ("tiny", "tiny-t5") else
+           "load the exact encoder it was trained with (pass text_encoder=) or retrain the stage")
+    raise MinimagenError(f"{path} was trained with a different {name!r} text encoder than the one loaded now "
+                         f"(fingerprint {stored[:12]}... vs {encoder.fingerprint[:12]}...): {fix}.")
 
 
 def config_differences(stored: dict, current: dict, fields) -> list[str]:

@@ -237,6 +237,8 @@ class ImageCaptionFolder(torch.utils.data.Dataset):
     so a bad row fails now with its name rather than halfway through training."""
 
     def __init__(self, folder, captions_file=None, size: int = 64):
+        if not (isinstance(size, int) and 8 <= size <= 1024):
+            raise MinimagenError(f"size={size!r} is not an image size: pass the stage's size in pixels (32, 64 or 128).")
         folder = Path(folder)
         if not folder.is_dir():
             raise MinimagenError(f"Image folder {folder} does not exist; pass the path of a folder of images.")

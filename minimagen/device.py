@@ -14,10 +14,19 @@ def pick_device(name: str | None = None) -> torch.device:
     """None -> 'cuda' when available, else 'cpu'. Asking for CUDA without it is an error, not a fallback."""
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):  # torch's own message lists twenty device types
+        raise MinimagenError(f"Unknown device {name!r}: use 'cpu' or 'cuda' (or 'cuda:1'), or leave it unset "
+                             "to choose automatically.") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise MinimagenError(f"CUDA was requested ({name!r}) but no CUDA GPU is available: pass device='cpu' "
                              "(or leave it unset to choose automatically).")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise MinimagenError(f"{name!r} was requested but this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                             f"numbered from 0: pass 'cuda:0'.")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise MinimagenError(f"MPS was requested ({name!r}) but this machine has no usable Apple GPU: pass device='cpu'.")
     return device
 
 

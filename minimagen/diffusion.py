@@ -1,5 +1,5 @@
 """The diffusion core: noise schedule, forward process, parameterisations, posterior, thresholding,
-classifier-free guidance and the two samplers (ancestral DDPM and DDIM).
+classifier-free guidance and the three samplers (ancestral DDPM, DDIM and Karras's Heun).
 
 Read it next to the papers:
   [DDPM]   Ho et al. 2020, "Denoising Diffusion Probabilistic Models"
@@ -7,6 +7,7 @@ Read it next to the papers:
   [DDIM]   Song et al. 2021, "Denoising Diffusion Implicit Models"
   [Imagen] Saharia et al. 2022, Sec. 2.2-2.3 (guidance, static / dynamic thresholding)
   [v]      Salimans & Ho 2022, "Progressive Distillation" (v-parameterisation)
+  [EDM]    Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based Generative Models"
 
 Time is continuous, t in [0, 1] (t=0 data, t=1 noise). A schedule is a function t -> log-SNR
 lambda(t) = log(alpha^2 / sigma^2) with alpha^2 + sigma^2 = 1 (variance preserving). Because the
@@ -14,9 +15,11 @@ model is conditioned on lambda, not on a step index, the number of sampling step
 is chosen at sample time without retraining. Every function here is a pure function of tensors.
 """
 import math
+import numbers
 
 import torch
 
+from .checks import NETWORK_NAN_FIX, at_least_float32, check_per_sample, check_tensor, check_time
 from .errors import MinimagenError
 
 LOG_SNR_MIN, LOG_SNR_MAX = -20.0, 20.0  # alpha(t=1) ~ 4.5e-5: pure noise to float precision
@@ -26,6 +29,7 @@ LOG_SNR_MIN, LOG_SNR_MAX = -20.0, 20.0  # alpha(t=1) ~ 4.5e-5: pure noise to flo
 def cosine_log_snr(t, s: float = 0.008):
     """Cosine schedule [Nichol & Dhariwal 2021]: alpha_bar = cos^2(pi/2 (t+s)/(1+s)),
     so SNR = alpha_bar / (1 - alpha_bar) = 1 / tan^2(.) and lambda = -2 log tan(.)."""
+    t = check_time(t)
     angle = (math.pi / 2 * (t + s) / (1 + s)).clamp(max=math.pi / 2 - 1e-5)  # tan(pi/2) = inf
     return (-2 * torch.log(torch.tan(angle))).clamp(LOG_SNR_MIN, LOG_SNR_MAX)
 
@@ -33,6 +37,7 @@ def cosine_log_snr(t, s: float = 0.008):
 def linear_log_snr(t):
     """DDPM's linear betas (1e-4 .. 0.02 over 1000 steps) in continuous time [VDM, App. I]:
     alpha_bar = exp(-(1e-4 t + 10 t^2)), so lambda = -log(expm1(1e-4 + 10 t^2))."""
+    t = check_time(t)
     return (-torch.log(torch.expm1(1e-4 + 10 * t**2))).clamp(LOG_SNR_MIN, LOG_SNR_MAX)
 
 
@@ -40,7 +45,7 @@ SCHEDULES = {"cosine": cosine_log_snr, "linear": linear_log_snr}
 
 
 def get_schedule(name: str):
-    if name not in SCHEDULES:
+    if not isinstance(name, str) or name not in SCHEDULES:
         raise MinimagenError(f"Unknown schedule {name!r}: use one of {sorted(SCHEDULES)}.")
     return SCHEDULES[name]
 
@@ -58,6 +63,11 @@ def alpha_sigma(log_snr):
 # ---------------------------------------------------------------- forward process q(x_t | x_0)
 def q_sample(x0, log_snr, noise):
     """x_t = alpha_t x_0 + sigma_t eps,  eps ~ N(0, I)   [DDPM Eq. 4]."""
+    x0 = at_least_float32(check_tensor(x0, "x0", min_dim=1))
+    noise = at_least_float32(check_tensor(noise, "noise", min_dim=1))
+    if noise.shape != x0.shape:
+        raise MinimagenError(f"noise has shape {tuple(noise.shape)} but x0 has {tuple(x0.shape)}: draw it with torch.randn_like(x0).")
+    log_snr = check_per_sample(log_snr, x0, "log_snr")
     alpha, sigma = alpha_sigma(log_snr)
     return _bcast(alpha, x0) * x0 + _bcast(sigma, x0) * noise
 
@@ -100,6 +110,17 @@ def training_target(objective: str, x0, eps, log_snr):
 
 def prediction_to_x0(objective: str, pred, x_t, log_snr):
     """Turn the network output into a prediction of the clean image x_0."""
+    if not isinstance(objective, str) or objective not in OBJECTIVES:
+        raise MinimagenError(f"Unknown objective {objective!r}: use one of {list(OBJECTIVES)}.")
+    x_t = at_least_float32(check_tensor(x_t, "x_t", min_dim=1))
+    pred = at_least_float32(check_tensor(pred, "pred", 1, NETWORK_NAN_FIX))
+    if pred.shape != x_t.shape:
+        raise MinimagenError(f"the network predicted shape {tuple(pred.shape)} for x_t of shape {tuple(x_t.shape)}: "
+                             "model_fn must return one value per element of x_t.")
+    log_snr = check_per_sample(log_snr, x_t, "log_snr")
+    if ((log_snr < LOG_SNR_MIN) | (log_snr > LOG_SNR_MAX)).any():  # x_0 = (x_t - sigma eps) / alpha: alpha -> 0
+        raise MinimagenError(f"log_snr must lie in [{LOG_SNR_MIN:g}, {LOG_SNR_MAX:g}], the schedules' range: compute it "
+                             "with get_schedule(name)(t) for t in [0, 1].")
     if objective == "eps":
         return predict_x0_from_eps(x_t, log_snr, pred)
     if objective == "v":
@@ -124,7 +145,7 @@ def q_posterior(x0, x_t, log_snr_t, log_snr_s):
 # ---------------------------------------------------------------- x_0 thresholding [Imagen Sec. 2.3]
 def static_threshold(x0):
     """Static thresholding: clip x_0 to [-1, 1], the range of the training data."""
-    return x0.clamp(-1.0, 1.0)
+    return check_tensor(x0, "x0").clamp(-1.0, 1.0)
 
 
 def dynamic_threshold(x0, percentile: float = 0.995):
@@ -134,10 +155,12 @@ def dynamic_threshold(x0, percentile: float = 0.995):
     instead of all being squashed to +-1, so their differences survive; samples already inside
     [-1, 1] are untouched (s = 1). Per sample: one outlier image does not rescale the others.
     p = 0.995 is diffusers' default; imagen-pytorch uses 0.95 (it was 0.9), MinImagen 0.9."""
-    if not 0.0 < percentile <= 1.0:
-        raise MinimagenError(f"percentile must be in (0, 1], got {percentile}: 0.995 is a good default.")
+    if not (isinstance(percentile, numbers.Real) and not isinstance(percentile, bool) and 0.0 < percentile <= 1.0):
+        raise MinimagenError(f"percentile must be in (0, 1], got {percentile!r}: 0.995 is a good default.")
+    if check_tensor(x0, "x0", min_dim=1).numel() == 0:
+        return x0  # nothing to rescale (quantile of nothing is undefined)
     flat = x0.detach().reshape(x0.shape[0], -1).abs().float()  # quantile in float32, also under bf16
-    s = torch.quantile(flat, percentile, dim=1).clamp(min=1.0)
+    s = torch.quantile(flat, float(percentile), dim=1).clamp(min=1.0)
     s = _bcast(s, x0)
     return x0.clamp(-s, s) / s
 
@@ -147,8 +170,10 @@ THRESHOLDING = ("none", "static", "dynamic")
 
 def threshold(x0, method: str = "dynamic", percentile: float = 0.995):
     """Apply one of Imagen's three choices to a predicted x_0."""
+    if not isinstance(method, str) or method not in THRESHOLDING:
+        raise MinimagenError(f"Unknown thresholding {method!r}: use one of {list(THRESHOLDING)}.")
     if method == "none":
-        return x0
+        return check_tensor(x0, "x0")
     if method == "static":
         return static_threshold(x0)
     if method == "dynamic":
@@ -161,6 +186,13 @@ def classifier_free_guidance(pred_cond, pred_uncond, guidance_scale: float):
     """eps = eps_uncond + w (eps_cond - eps_uncond)  [Imagen Eq. 2 in the w = 1 + w_paper form;
     Ho & Salimans 2021]. w = 1: plain conditional model; w = 0: unconditional; w > 1: guided.
     Linear in the prediction, so it is the same whether the net predicts eps, v or x_0."""
+    pred_cond = at_least_float32(check_tensor(pred_cond, "pred_cond", nonfinite_fix=NETWORK_NAN_FIX))
+    pred_uncond = at_least_float32(check_tensor(pred_uncond, "pred_uncond", nonfinite_fix=NETWORK_NAN_FIX))
+    if pred_cond.shape != pred_uncond.shape:
+        raise MinimagenError(f"pred_cond {tuple(pred_cond.shape)} and pred_uncond {tuple(pred_uncond.shape)} differ in "
+                             "shape: split one batched prediction with .chunk(2).")
+    if not (isinstance(guidance_scale, numbers.Real) and math.isfinite(guidance_scale)):
+        raise MinimagenError(f"guidance_scale must be a finite number (1 = no guidance, 3-7.5 typical), got {guidance_scale!r}.")
     return pred_uncond + guidance_scale * (pred_cond - pred_uncond)
 
 
@@ -190,7 +222,72 @@ def ddim_step(x_t, x0, log_snr_t, log_snr_s, noise, eta: float = 0.0):
     return _bcast(alpha_s, x_t) * x0 + _bcast(direction, x_t) * eps + _bcast(s_eta, x_t) * noise
 
 
-SAMPLERS = ("ddim", "ddpm")
+def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0, device="cpu"):
+    """steps + 1 noise levels for the Karras sampler, sigma_max down to sigma_min, then 0 [EDM Eq. 5]:
+        sigma_i = (sigma_max^(1/rho) + i/(steps-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho,  sigma_steps = 0.
+    Evenly spaced in sigma^(1/rho): rho = 7 puts most steps at low noise, where their errors would show."""
+    if not isinstance(steps, int) or steps <= 0:
+        raise MinimagenError(f"steps must be a positive integer, got {steps!r}: try 25 for the Karras sampler.")
+    if not 0 < sigma_min < sigma_max:
+        raise MinimagenError(f"need 0 < sigma_min < sigma_max, got {sigma_min} and {sigma_max}: EDM uses 0.002 and 80.")
+    ramp = torch.linspace(0, 1, steps, dtype=torch.float64)  # i / (steps - 1); [0] when steps = 1
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    sigmas = (hi + ramp * (lo - hi)) ** rho
+    return torch.cat([sigmas, sigmas.new_zeros(1)]).float().to(device)
+
+
+def karras_loop(denoise, noise, steps, schedule="cosine", callback=None):
+    """Heun's 2nd-order deterministic sampler [EDM Algorithm 1] for our variance-preserving model.
+    NFE = 2 * steps - 1: two model calls per step, one for the last (an Euler step to sigma = 0),
+    so compare it with DDIM at 2 * steps - 1 steps for equal work.
+
+    EDM works in the variance-exploding frame x~ = x_0 + sigma eps. Dividing x_t = alpha x_0 + sigma_t eps
+    by alpha gives  x~ = x_t / alpha,  sigma = sigma_t / alpha = exp(-log_snr / 2);  back, since
+    alpha^2 = 1 / (1 + sigma^2):  x_t = x~ / sqrt(1 + sigma^2),  log_snr = -2 log sigma. The denoiser
+    D(x~; sigma) is the thresholded x_0 prediction, and the probability-flow ODE [EDM Eq. 3, sigma(t) = t]
+    is  dx~/dsigma = (x~ - D(x~; sigma)) / sigma.
+    denoise(x_t, log_snr [B]) -> (x0_raw, x0); noise: [B, C, H, W] ~ N(0, I)."""
+    ends = get_schedule(schedule)(torch.tensor([0.0, 1.0]))
+    # The model only ever saw log-SNRs in [schedule(1), schedule(0)]: sigma_min is the cleanest level
+    # it knows (cosine: 0.0125). Cosine's t = 1 is clamped at log-SNR -20, sigma ~2e4, where x~ is pure
+    # noise long before: EDM's sigma_max = 80 already buries data of std 0.5 under 160x more noise,
+    # and it keeps x_0 = (x_t - sigma_t eps) / alpha from dividing by alpha ~ 5e-5 in float32.
+    sigma_min, sigma_max = math.exp(-ends[0].item() / 2), min(80.0, math.exp(-ends[1].item() / 2))
+    sigmas = karras_sigmas(steps, sigma_min, sigma_max).tolist()
+    B = noise.shape[0]
+
+    def D_(x, sigma, i=None):  # D(x~; sigma) through the VP model
+        log_snr = torch.full((B,), -2 * math.log(sigma), device=x.device)
+        x_t = x / math.sqrt(1 + sigma**2)
+        x0_raw, x0 = denoise(x_t, log_snr)
+        if callback is not None and i is not None:
+            callback(i, log_snr, x_t, x0_raw, x0)
+        return x0
+
+    x = noise * sigmas[0]  # Algorithm 1 line 2: x~_0 ~ N(0, sigma_max^2 I)
+    for i in range(steps):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        x0 = D_(x, s, i)
+        if i == steps - 1:  # Euler to sigma = 0: x~ + (0 - s)(x~ - D) / s is D itself
+            return x0
+        d = (x - x0) / s  # line 4: dx~/dsigma at sigma_i
+        x_euler = x + (s_next - s) * d  # line 5
+        d_next = (x_euler - D_(x_euler, s_next)) / s_next  # line 7: the slope where Euler landed
+        x = x + (s_next - s) * (d + d_next) / 2  # line 8: trapezoidal (Heun) correction
+
+
+SAMPLERS = ("ddim", "ddpm", "karras")
+
+
+def _check_sampling_args(shape, objective, eta):
+    """sample_loop's arguments that the functions it calls do not check themselves."""
+    if not isinstance(shape, (tuple, list)) or not shape or \
+            not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0 for n in shape):
+        raise MinimagenError(f"shape must be a tuple of positive integers such as (B, 3, 32, 32), got {shape!r}.")
+    if not isinstance(objective, str) or objective not in OBJECTIVES:
+        raise MinimagenError(f"Unknown objective {objective!r}: use one of {list(OBJECTIVES)}.")
+    if not (isinstance(eta, numbers.Real) and 0 <= eta <= 1):
+        raise MinimagenError(f"eta must be a number in [0, 1] (0 = deterministic DDIM, 1 = ancestral), got {eta!r}.")
 
 
 @torch.no_grad()
@@ -202,20 +299,28 @@ def sample_loop(model_fn, shape, steps=50, sampler="ddim", objective="eps", thre
     At every step the predicted x_0 is thresholded (none / static / dynamic) before the step
     [Imagen Sec. 2.3]. The last step returns that x_0 itself. Noise is drawn on the CPU from
     `generator`, so a seed gives the same noise on every device.
-    callback(i, log_snr, x_t, x0_raw, x0) is called at every step (for trajectories and plots)."""
+    callback(i, log_snr, x_t, x0_raw, x0) is called at every step (for trajectories and plots).
+    sampler "karras": Heun's method on Karras et al.'s sigmas (karras_loop): 2 * steps - 1 model calls,
+    deterministic (eta is ignored)."""
     if sampler not in SAMPLERS:
         raise MinimagenError(f"Unknown sampler {sampler!r}: use one of {list(SAMPLERS)}.")
     threshold(torch.zeros(1, 1), thresholding, percentile)  # validate the names before any work
+    _check_sampling_args(shape, objective, eta)
 
     def randn():
         return torch.randn(shape, generator=generator).to(device)
 
+    def denoise(x, log_snr):  # the network's x_0 prediction, raw and thresholded
+        x0_raw = prediction_to_x0(objective, model_fn(x, log_snr).float(), x, log_snr)
+        return x0_raw, threshold(x0_raw, thresholding, percentile)
+
     log_snrs = sampling_log_snrs(steps, schedule, device)
+    if sampler == "karras":  # steps = sigma intervals, 2 * steps - 1 model calls (see karras_loop)
+        return karras_loop(denoise, randn(), steps, schedule, callback)
     x = randn()  # x_1 ~ N(0, I)
     for i in range(steps):
         log_snr_t, log_snr_s = log_snrs[i].expand(shape[0]), log_snrs[i + 1].expand(shape[0])
-        x0_raw = prediction_to_x0(objective, model_fn(x, log_snr_t).float(), x, log_snr_t)
-        x0 = threshold(x0_raw, thresholding, percentile)
+        x0_raw, x0 = denoise(x, log_snr_t)
         if callback is not None:
             callback(i, log_snr_t, x, x0_raw, x0)
         if i == steps - 1:

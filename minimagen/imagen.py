@@ -7,6 +7,9 @@ random level, and is told that level; at sampling the previous stage's output is
 chosen level (default 0.2). The SR stage thereby learns to fix the base stage's artefacts instead
 of copying them. Training and sampling call the same `noise_augment`, on images in [-1, 1].
 """
+import math
+import numbers
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,8 +45,14 @@ def noise_augment(lowres, aug_level, schedule: str = "cosine", generator=None):
 
 def check_images(images, size: int):
     """Training images must be float [B, 3, size, size] in [-1, 1]: one clear error otherwise."""
-    if not torch.is_tensor(images) or images.ndim != 4:
-        raise MinimagenError(f"images must be a tensor [B, 3, H, W], got {getattr(images, 'shape', type(images))}.")
+    if not torch.is_tensor(images):
+        raise MinimagenError(f"images must be a torch tensor [B, 3, H, W], got {type(images).__name__}: convert it "
+                             "with torch.as_tensor(images).")
+    if images.ndim != 4:
+        raise MinimagenError(f"images must be a tensor [B, 3, H, W], got {getattr(images, 'shape', type(images))}: "
+                             "stack single images [3, H, W] with torch.stack(list_of_images).")
+    if images.shape[0] == 0:
+        raise MinimagenError("images is an empty batch [0, 3, H, W]: pass at least one image.")
     if images.shape[1] != 3:
         raise MinimagenError(f"images must have 3 (RGB) channels, got {images.shape[1]}: convert with .convert('RGB') or repeat grey channels.")
     if tuple(images.shape[-2:]) != (size, size):
@@ -53,8 +62,8 @@ def check_images(images, size: int):
     if not torch.isfinite(images).all():
         raise MinimagenError("images contain NaN or inf pixels: check the data loading.")
     if images.min() < -1.01 or images.max() > 1.01:
-        raise MinimagenError(f"images must be in [-1, 1], got [{images.min():.2f}, {images.max():.2f}]: for [0, 1] data use images * 2 - 1.")
-    return images
+        raise MinimagenError(f"images must be in [-1, 1], got [{images.min():.2f}, {images.max():.2f}]: for [0, 1] data use images * 2 - 1, for 0..255 images / 127.5 - 1.")
+    return images.float()  # the U-Net's weights are float32: float64 or float16 input would fail inside its first conv
 
 
 def min_snr_weight(log_snr, objective: str, gamma: float = 5.0):
@@ -160,23 +169,33 @@ class Imagen(nn.Module):
         stages: how many stages to run (default all). lowres_images: the input of an SR-only cascade.
         steps / sampler / thresholding / percentile apply to every stage. Returns the last stage's
         [B, 3, H, W], or the list of every stage's images with return_all_stages."""
-        if guidance_scale < 0:
-            raise MinimagenError(f"guidance_scale must be >= 0 (1 = no guidance, 3-7.5 typical), got {guidance_scale}.")
-        if not 0 <= lowres_aug_level <= 1:
-            raise MinimagenError(f"lowres_aug_level must be in [0, 1] (0 = clean, 1 = pure noise), got {lowres_aug_level}.")
-        captions = [captions] if isinstance(captions, str) else list(captions)
-        stages = len(self.unets) if stages is None else stages
-        self._stage(stages - 1)
+        # `0 <= x` is False for NaN and a TypeError for a string: check the type first
+        if not (isinstance(guidance_scale, numbers.Real) and 0 <= guidance_scale < math.inf):
+            raise MinimagenError(f"guidance_scale must be a number >= 0 (1 = no guidance, 3-7.5 typical), got {guidance_scale!r}.")
+        if not (isinstance(lowres_aug_level, numbers.Real) and 0 <= lowres_aug_level <= 1):
+            raise MinimagenError(f"lowres_aug_level must be in [0, 1] (0 = clean, 1 = pure noise), got {lowres_aug_level!r}.")
+        if not isinstance(seed, numbers.Integral) or not -2**63 <= seed < 2**64:
+            raise MinimagenError(f"seed must be an integer (a 64-bit one), got {seed!r}.")
+        n = len(self.unets)
+        stages = n if stages is None else stages
+        if not isinstance(stages, numbers.Integral) or not 1 <= stages <= n:
+            raise MinimagenError(f"stages={stages!r} is out of range: this cascade has {n} stage(s), so pass 1..{n} "
+                                 "(or None for all).")
         images = lowres_images
         if self.lowres_sizes[0] is not None:
             if images is None:
                 raise MinimagenError(f"this cascade starts with a super-resolution stage: pass lowres_images "
                                      f"[B, 3, {self.lowres_sizes[0]}, {self.lowres_sizes[0]}] in [-1, 1] to upsample.")
             images = check_images(images, self.lowres_sizes[0])
+        elif images is not None:  # it would be silently ignored
+            raise MinimagenError("this cascade starts with a base stage that samples from noise, so lowres_images would "
+                                 "be ignored: drop it, or load the SR checkpoints alone to upsample your images.")
         self.eval()
-        dev, g = self.device, torch.Generator().manual_seed(seed)
-        embeds, mask = (t.to(dev) for t in self.text_encoder.encode(captions))
-        B, outputs = len(captions), []
+        dev, g = self.device, torch.Generator().manual_seed(int(seed))
+        embeds, mask = (t.to(dev) for t in self.text_encoder.encode(captions))  # a string is one caption
+        B, outputs = embeds.shape[0], []
+        if images is not None and images.shape[0] != B:
+            raise MinimagenError(f"got {images.shape[0]} lowres_images but {B} caption(s): pass one caption per image.")
         for k in range(stages):
             size, lowres, aug_log_snr = self.image_sizes[k], None, None
             if self.lowres_sizes[k] is not None:  # noise-conditioning augmentation, as in training
@@ -194,12 +213,14 @@ class Imagen(nn.Module):
 def load_cascade(paths, device=None, use_ema=True, text_encoder=None) -> Imagen:
     """Build a cascade from stage checkpoints (base first, then SR stages in order, or SR stages
     alone). The text encoder is the one the checkpoints were trained with."""
-    from .checkpoint import load_checkpoint
+    from .checkpoint import check_text_encoder, load_checkpoint
     from .device import pick_device
     from .text import TextEncoder
     from .unet import Unet, UnetConfig
 
     paths = [paths] if isinstance(paths, (str, bytes)) or not hasattr(paths, "__iter__") else list(paths)
+    if not paths:
+        raise MinimagenError("load_cascade got no checkpoint paths: pass e.g. ['data/checkpoints/base32.pt'].")
     device = pick_device(device)
     states = [load_checkpoint(p, device) for p in paths]
     encoders = {s["text_encoder"] for s in states}
@@ -212,9 +233,17 @@ def load_cascade(paths, device=None, use_ema=True, text_encoder=None) -> Imagen:
                                  f"{prev['image_size']} px: pass the stages in cascade order (base, 32->64, 64->128).")
     if text_encoder is None:
         text_encoder = TextEncoder(states[0]["text_encoder"], device=device)
+    for path, s in zip(paths, states):
+        check_text_encoder(s, text_encoder, path)  # same name is not enough: same weights?
     unets = []
-    for s in states:
-        unet = Unet(UnetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in s["unet_config"].items()}))
-        unet.load_state_dict(s["ema" if use_ema else "model"])
+    for path, s in zip(paths, states):
+        if not use_ema and "model" not in s:
+            raise MinimagenError(f"{path} holds only the EMA weights (an exported ema.pt): pass use_ema=True or the run's last.pt.")
+        try:
+            unet = Unet(UnetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in s["unet_config"].items()}))
+            unet.load_state_dict(s["ema" if use_ema else "model"])
+        except (TypeError, RuntimeError) as exc:  # unknown config fields, or weights of another shape
+            raise MinimagenError(f"{path}'s weights do not fit its U-Net config ({str(exc).splitlines()[0][:120]}): it was "
+                                 "written by another minimagen version or edited; use a checkpoint from this version.") from None
         unets.append(unet.to(device))
     return Imagen(unets, text_encoder, states[0]["objective"], states[0]["schedule"], lowres_size=states[0]["lowres_size"])

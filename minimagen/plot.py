@@ -83,25 +83,34 @@ def plot_loss(log_path, out_path=None, ax=None):
     return ax
 
 
-def thresholding_figure(rows: dict, captions, guidance_scale: float, path=None):
-    """One row per thresholding method, one column per caption (the demo's comparison figure)."""
-    fig, axes = plt.subplots(len(rows), len(captions), figsize=(1.7 * len(captions), 1.9 * len(rows)), squeeze=False)
-    for r, (method, images) in enumerate(rows.items()):
+def grid_figure(rows: dict, column_titles, title=None, path=None, size: float = 1.7):
+    """A labelled grid: one row per entry of `rows` ({row label: [C, 3, H, W] images}), one column per
+    title (images of different sizes are drawn at the same size, so resolutions compare side by side)."""
+    fig, axes = plt.subplots(len(rows), len(column_titles), figsize=(size * len(column_titles), (size + 0.2) * len(rows)),
+                             squeeze=False)
+    for r, (label, images) in enumerate(rows.items()):
         for c, img in enumerate(to_uint8(images)):
             ax = axes[r, c]
             ax.imshow(img, interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
             if r == 0:
-                ax.set_title(_wrap(captions[c]), fontsize=7)
+                ax.set_title(_wrap(str(column_titles[c])), fontsize=7)
             if c == 0:
-                ax.set_ylabel(method, fontsize=9)
-    fig.suptitle(f"guidance w = {guidance_scale}: no clipping vs static clipping vs dynamic thresholding", fontsize=9)
+                ax.set_ylabel(label, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=100)
         plt.close(fig)
     return fig
+
+
+def thresholding_figure(rows: dict, captions, guidance_scale: float, path=None):
+    """One row per thresholding method, one column per caption (the demo's comparison figure)."""
+    return grid_figure(rows, captions, f"guidance w = {guidance_scale}: no clipping vs static clipping vs dynamic "
+                                       "thresholding", path)
 
 
 # ---------------------------------------------------------------- guidance and thresholding (notebook 06)

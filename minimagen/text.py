@@ -12,7 +12,10 @@ Two kinds of encoder:
 Pick one with TextEncoder(name=...) or the environment variable MINIMAGEN_TEXT_ENCODER.
 """
 import collections
+import collections.abc
 import contextlib
+import functools
+import hashlib
 import io
 import itertools
 import os
@@ -124,6 +127,23 @@ class TextEncoder:
             f"{source}, random weights — carries token identity and word order, no language knowledge"
         print(f"text encoder: {self.name} ({kind}), d_model={self.dim}, max_length={max_length}")
 
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """sha256 of the encoder's weights and vocabulary, computed once. Why: two encoders can share a
+        name and an embedding size ("tiny" rebuilt by another seed or library version, a re-uploaded hub
+        model) and a U-Net would then read embeddings it never saw, without any error. Checkpoints
+        store it; load_cascade compares. Each tensor is hashed by content alone and the set is sorted,
+        so renamed or tied (shared) weights across transformers versions give the same fingerprint."""
+        digests = set()
+        for tensor in self.model.state_dict().values():
+            t = tensor.detach().cpu().contiguous()
+            h = hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+            digests.add(h.hexdigest())
+        vocab = sorted(self.tokenizer.get_vocab().items(), key=lambda kv: kv[1])  # [(piece, id)] by id
+        digests.add(hashlib.sha256(repr(vocab).encode()).hexdigest())
+        return hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()
+
     def _tokenize(self, captions: list[str]) -> list[list[int]]:
         """Token ids per caption (eos included), truncated to max_length with one warning per call."""
         ids = self.tokenizer(captions).input_ids
@@ -154,9 +174,11 @@ class TextEncoder:
         """captions -> (embeds [B, L, D] float32, mask [B, L] bool); L = longest caption, pads are 0/False."""
         if isinstance(captions, str):
             captions = [captions]
-        if not isinstance(captions, (list, tuple)) or not captions:
-            raise MinimagenError(f"encode() got {type(captions).__name__}; pass a caption string or a "
-                                 "non-empty list of caption strings.")
+        elif isinstance(captions, collections.abc.Iterable) and not isinstance(captions, (bytes, dict)):
+            captions = list(captions)  # a tuple, a generator, a numpy array of strings ...
+        if not isinstance(captions, list) or not captions:
+            raise MinimagenError(f"encode() got {type(captions).__name__}{' (empty)' if captions == [] else ''}; "
+                                 "pass a caption string or a non-empty list of caption strings.")
         for c in captions:
             if not isinstance(c, str) or not c.strip():
                 raise MinimagenError(f"Caption {c!r} is empty or not a string; pass non-empty text such "

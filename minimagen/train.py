@@ -22,11 +22,12 @@ import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
-from .checkpoint import config_differences, load_checkpoint, save_checkpoint
+from .checkpoint import check_text_encoder, config_differences, load_checkpoint, save_checkpoint
 from .data import ImageCaptionFolder, ShapesDataset
 from .device import autocast, pick_device, resolve_bf16
+from .diffusion import OBJECTIVES, SCHEDULES
 from .errors import MinimagenError
-from .imagen import Imagen, resize, stage_loss
+from .imagen import LOSS_WEIGHTINGS, Imagen, resize, stage_loss
 from .text import TextEncoder
 from .unet import Unet, unet_preset
 
@@ -67,6 +68,18 @@ class TrainConfig:
         self.preset = self.preset or DEFAULT_PRESETS[self.stage]
         if self.steps <= 0 or self.batch_size <= 0:
             raise MinimagenError("steps and batch_size must be positive integers.")
+        # caught here, not as a torch error (or a ZeroDivisionError, or silently odd training) steps later
+        rules = [("lr", self.lr > 0, "> 0"), ("warmup_steps", self.warmup_steps >= 0, ">= 0"),
+                 ("grad_clip", self.grad_clip > 0, "> 0"), ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)"),
+                 ("cond_drop_prob", 0 <= self.cond_drop_prob <= 1, "in [0, 1]"),
+                 ("log_every", self.log_every >= 1, ">= 1"), ("checkpoint_every", self.checkpoint_every >= 1, ">= 1"),
+                 ("sample_every", self.sample_every >= 0, ">= 0 (0 = never)"),
+                 ("objective", self.objective in OBJECTIVES, f"one of {list(OBJECTIVES)}"),
+                 ("schedule", self.schedule in SCHEDULES, f"one of {sorted(SCHEDULES)}"),
+                 ("loss_weighting", self.loss_weighting in LOSS_WEIGHTINGS, f"one of {list(LOSS_WEIGHTINGS)}")]
+        bad = [f"{name}={getattr(self, name)!r} (use {rule})" for name, ok, rule in rules if not ok]
+        if bad:
+            raise MinimagenError(f"bad training settings: {'; '.join(bad)}.")
 
 
 # fields that must match to resume a run (the rest, like steps or out_dir, may change)
@@ -106,7 +119,7 @@ class Trainer:
         self.unet = Unet(self.unet_config).to(self.device)
         self.ema = AveragedModel(self.unet, avg_fn=ema_avg(c.ema_decay), use_buffers=True)
         self.opt = torch.optim.AdamW(self.unet.parameters(), lr=c.lr, weight_decay=0.0)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / c.warmup_steps))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / max(1, c.warmup_steps)))
         self.model = self.unet if self.world == 1 else torch.nn.parallel.DistributedDataParallel(self.unet)
         self.step, self.out = 0, Path(c.out_dir)
         self.data = (ShapesDataset(size=self.image_size, split="train", n=c.dataset_size, seed=c.seed)
@@ -120,6 +133,7 @@ class Trainer:
     def state(self) -> dict:
         return {"stage": self.config.stage, "image_size": self.image_size, "lowres_size": self.lowres_size,
                 "text_encoder": self.text_encoder.name, "text_embed_dim": self.text_encoder.dim,
+                "text_encoder_fingerprint": self.text_encoder.fingerprint,  # which exact weights (load_cascade checks)
                 "objective": self.config.objective, "schedule": self.config.schedule,
                 "unet_config": dataclasses.asdict(self.unet_config), "train_config": dataclasses.asdict(self.config),
                 "step": self.step, "model": self.unet.state_dict(), "ema": self.ema.module.state_dict(),
@@ -127,6 +141,7 @@ class Trainer:
 
     def load(self, path, resume: bool):
         state = load_checkpoint(path, self.device)
+        check_text_encoder(state, self.text_encoder, path)
         diff = config_differences(state["unet_config"], dataclasses.asdict(self.unet_config), state["unet_config"])
         if state["stage"] != self.config.stage or diff:
             raise MinimagenError(f"{path} holds a stage-{state['stage']} U-Net that differs from this run's "

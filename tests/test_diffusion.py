@@ -1,4 +1,6 @@
 """Closed-form checks of the diffusion core (minimagen/diffusion.py)."""
+import math
+
 import pytest
 import torch
 
@@ -134,7 +136,7 @@ def gaussian_oracle(mu, std):
     return model_fn
 
 
-@pytest.mark.parametrize("sampler,steps", [("ddim", 50), ("ddpm", 200)])
+@pytest.mark.parametrize("sampler,steps", [("ddim", 50), ("ddpm", 200), ("karras", 25)])
 def test_samplers_recover_a_gaussian_data_distribution(sampler, steps):
     g = torch.Generator().manual_seed(4)
     out = D.sample_loop(gaussian_oracle(0.3, 0.2), (4096, 1, 1, 1), steps=steps, sampler=sampler,
@@ -143,7 +145,7 @@ def test_samplers_recover_a_gaussian_data_distribution(sampler, steps):
     assert abs(out.std() - 0.2) < 0.02
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm", "karras"])
 @pytest.mark.parametrize("schedule", ["cosine", "linear"])
 def test_samplers_recover_a_single_image(sampler, schedule):
     image = torch.rand(1, 3, 8, 8) * 2 - 1
@@ -153,15 +155,16 @@ def test_samplers_recover_a_single_image(sampler, schedule):
     torch.testing.assert_close(out, image.expand(2, -1, -1, -1), atol=1e-3, rtol=0)
 
 
-@pytest.mark.parametrize("objective", ["v", "x0"])
-def test_sampler_respects_objective(objective):
+@pytest.mark.parametrize("sampler", ["ddim", "karras"])
+@pytest.mark.parametrize("objective", ["eps", "v", "x0"])
+def test_sampler_respects_objective(objective, sampler):
     image = torch.rand(1, 3, 4, 4) * 2 - 1
     oracle = gaussian_oracle(image, 0.0)
 
     def model_fn(x_t, log_snr):  # same oracle, expressed in another parameterisation
         eps = oracle(x_t, log_snr)
         return D.training_target(objective, D.predict_x0_from_eps(x_t, log_snr, eps), eps, log_snr)
-    out = D.sample_loop(model_fn, (1, 3, 4, 4), steps=20, objective=objective, thresholding="none",
+    out = D.sample_loop(model_fn, (1, 3, 4, 4), steps=20, sampler=sampler, objective=objective, thresholding="none",
                         generator=torch.Generator().manual_seed(6))
     torch.testing.assert_close(out, image, atol=1e-3, rtol=0)
 
@@ -172,6 +175,8 @@ def test_ddim_eta_zero_is_deterministic_and_seeded():
     assert torch.equal(run(7), run(7))
     assert not torch.equal(run(7), run(8))
     assert torch.equal(run(7, sampler="ddpm"), run(7, sampler="ddpm"))
+    assert torch.equal(run(7, sampler="karras"), run(7, sampler="karras"))
+    assert not torch.equal(run(7, sampler="karras"), run(8, sampler="karras"))
 
 
 def test_callback_sees_every_step():
@@ -181,8 +186,53 @@ def test_callback_sees_every_step():
     assert seen == list(range(7))
 
 
-@pytest.mark.parametrize("kwargs,match", [({"steps": 0}, "positive"), ({"sampler": "euler"}, "ddim"),
+@pytest.mark.parametrize("kwargs,match", [({"steps": 0}, "positive"), ({"sampler": "euler"}, "karras"),
                                           ({"thresholding": "soft"}, "dynamic")])
 def test_sampler_argument_errors(kwargs, match):
     with pytest.raises(MinimagenError, match=match):
         D.sample_loop(gaussian_oracle(0.0, 0.5), (1, 1, 2, 2), **kwargs)
+
+
+# ---------------------------------------------------------------- Karras (EDM) sampler
+@pytest.mark.parametrize("steps", [1, 2, 18])
+def test_karras_sigmas_endpoints_order_and_length(steps):
+    sigmas = D.karras_sigmas(steps, 0.002, 80.0)
+    assert sigmas.shape == (steps + 1,) and sigmas[-1] == 0  # EDM Eq. 5: t_N = 0
+    torch.testing.assert_close(sigmas[0], torch.tensor(80.0))
+    if steps > 1:
+        torch.testing.assert_close(sigmas[-2], torch.tensor(0.002))
+    assert (sigmas[1:] < sigmas[:-1]).all()
+
+
+def test_karras_sigmas_are_evenly_spaced_in_sigma_to_the_one_over_rho():
+    root = D.karras_sigmas(10, 0.01, 50.0, rho=7.0)[:-1].double() ** (1 / 7)
+    torch.testing.assert_close(root.diff(), root.diff()[:1].expand(9), atol=1e-6, rtol=0)
+
+
+def test_karras_calls_the_model_two_steps_minus_one_times_at_the_schedule_ends():
+    """NFE = 2 * steps - 1, the callback once per step, and the noise levels stay inside the trained range:
+    log-SNR from -2 log 80 (EDM's sigma_max) up to the schedule's t = 0."""
+    oracle, levels, seen = gaussian_oracle(0.0, 0.5), [], []
+
+    def model_fn(x_t, log_snr):
+        levels.append(log_snr[0].item())
+        return oracle(x_t, log_snr)
+    D.sample_loop(model_fn, (2, 1, 2, 2), steps=6, sampler="karras",
+                  callback=lambda i, log_snr, x, x0_raw, x0: seen.append(i))
+    assert len(levels) == 11 and seen == list(range(6))
+    assert abs(levels[0] - (-2 * math.log(80.0))) < 1e-4
+    assert abs(levels[-1] - D.cosine_log_snr(torch.tensor(0.0)).item()) < 1e-4
+
+
+def test_karras_is_second_order_on_the_exact_ode():
+    """For x0 ~ N(mu, std^2) the probability-flow ODE has a closed form: x~(sigma) - mu scales with
+    sqrt(std^2 + sigma^2). Heun's error must shrink ~4x when the steps double (Euler's only ~2x)."""
+    mu, std = 0.3, 0.2
+    sigma_min = math.exp(-D.cosine_log_snr(torch.tensor(0.0)).item() / 2)
+    z = torch.randn((256, 1, 1, 1), generator=torch.Generator().manual_seed(4)).double()  # the sampler's first draw
+    x_min = mu + (80 * z - mu) * math.sqrt(std**2 + sigma_min**2) / math.sqrt(std**2 + 80**2)
+    exact = mu + std**2 / (std**2 + sigma_min**2) * (x_min - mu)  # last step: D(x~; sigma_min) = E[x0 | x~]
+    errors = [(D.sample_loop(gaussian_oracle(mu, std), (256, 1, 1, 1), steps=steps, sampler="karras",
+                             thresholding="none", generator=torch.Generator().manual_seed(4)).double() - exact).abs().max()
+              for steps in (10, 20)]
+    assert errors[1] < 0.05 and errors[0] / errors[1] > 3.5

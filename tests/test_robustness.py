@@ -1,0 +1,468 @@
+"""Robustness (issue 7): each mistake of a learner's first hour ends in one MinimagenError sentence that
+names the fix (or in one warning), never in a stack trace from inside torch or a silently wrong result.
+
+The checklist: each bad input -> the test that feeds it through the public API and checks the message.
+
+Captions
+  empty string, whitespace only, non-string items   test_text.py::test_bad_captions_raise,
+                                                    test_robustness.py::test_bad_captions_name_the_fix
+  a single string where a list is expected: works   test_text.py::test_single_string_and_non_ascii,
+                                                    test_robustness.py::test_caption_containers_long_and_non_ascii_captions
+  longer than max_length: truncated, one warning    test_text.py::test_truncation_warns_once_with_count,
+                                                    test_robustness.py::test_caption_containers_long_and_non_ascii_captions
+  non-ASCII text: works                             test_text.py::test_single_string_and_non_ascii (same test here)
+Images
+  wrong size, channels, uint8 0..255, NaN pixels    test_imagen.py::test_bad_training_images_get_one_clear_error,
+                                                    test_robustness.py::test_bad_images_through_loss_and_sample
+  float64 / float16 images in [-1, 1]: work         test_robustness.py::test_float64_and_float16_images_work
+  an empty dataset folder                           test_data.py::test_folder_loader_missing_paths,
+                                                    test_robustness.py::test_trainer_on_an_empty_folder
+  an unreadable image file                          test_data.py::test_folder_loader_errors_name_the_problem
+  captions rows that don't match the images         test_data.py::test_folder_loader_errors_name_the_problem
+Sampling
+  guidance < 0, steps <= 0, unknown thresholding    test_imagen.py::test_sampling_argument_errors,
+  (names the valid ones), percentile outside        test_robustness.py::test_sampling_arguments_name_the_fix
+  (0, 1], a stage index out of range
+  an SR stage run without its low-res input         test_imagen.py::test_sr_only_cascade_needs_its_lowres_input,
+                                                    test_robustness.py::test_bad_images_through_loss_and_sample
+  a model that predicts NaN (diverged weights)      test_robustness.py::test_nan_weights_are_reported_not_sampled
+Models and checkpoints
+  a truncated or corrupted checkpoint file          test_train.py::test_corrupted_checkpoint, ::test_truncated_checkpoint
+  a checkpoint of another preset/config (names      test_train.py::test_resume_with_changed_settings_names_the_fields,
+  the fields that differ)                           test_robustness.py::test_checkpoint_of_another_preset_names_the_fields
+  a checkpoint of another stage                     test_train.py::test_checkpoint_of_another_stage_or_preset_is_refused,
+                                                    test_robustness.py::test_load_cascade_refuses_misplaced_or_broken_stages
+  a text encoder whose size doesn't match the U-Net test_imagen.py::test_mismatched_text_encoder_is_refused,
+                                                    test_unet.py::test_error_messages
+  same encoder name, different weights              test_robustness.py::test_encoder_fingerprint_is_stable_and_sensitive,
+                                                    test_robustness.py::test_checkpoints_record_and_check_the_encoder_fingerprint
+Environment
+  t5-small requested with no network (fast)         test_text.py::test_hub_model_offline_fails_fast
+  CUDA requested but absent, unknown device names   test_robustness.py::test_device_requests_name_the_fix
+  bf16 asked on a CPU without support               test_robustness.py::test_bf16_on_a_cpu_without_it
+  training settings out of range                    test_robustness.py::test_train_config_errors_name_the_field
+Nothing lost
+  atomic checkpoints (SIGKILL mid-write)            test_train.py::test_killed_mid_write_leaves_the_previous_checkpoint_loadable
+  exact resume                                      test_train.py::test_resume_gives_the_same_loss_sequence
+  NaN stop keeping the last good checkpoint         test_train.py::test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint
+  weights_only loading (no code runs)               test_robustness.py::test_checkpoint_that_would_run_code_is_refused
+Reproducible
+  same seed -> bit-identical samples, both samplers test_imagen.py::test_sample_shapes_and_determinism,
+                                                    test_diffusion.py::test_ddim_eta_zero_is_deterministic_and_seeded,
+                                                    test_robustness.py::test_same_seed_gives_bit_identical_samples
+Fuzz: random shapes, dtypes, values and arguments  test_robustness.py::test_fuzz_diffusion_functions,
+  either work (finite, right shape) or raise ours   test_robustness.py::test_fuzz_imagen_sample_and_loss
+"""
+import random
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from minimagen import diffusion as D
+from minimagen.checkpoint import FORMAT, load_checkpoint, save_checkpoint
+from minimagen.cli import main as cli_main
+from minimagen.data import DATA_DIR
+from minimagen.device import pick_device, resolve_bf16
+from minimagen.errors import MinimagenError
+from minimagen.imagen import Imagen, load_cascade
+from minimagen.text import TextEncoder
+from minimagen.train import TrainConfig, Trainer
+from minimagen.unet import Unet, unet_preset
+
+BASE32, SR64 = DATA_DIR / "checkpoints" / "base32.pt", DATA_DIR / "checkpoints" / "sr64.pt"
+CAPTION = "a small red circle"
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return TextEncoder("tiny")
+
+
+@pytest.fixture(scope="module")
+def cascade(encoder):
+    torch.manual_seed(0)
+    base, sr = Unet(unet_preset("tiny32", encoder.dim)), Unet(unet_preset("tiny-sr64", encoder.dim))
+    for unet in (base, sr):  # zero-initialised output convs would make every prediction 0
+        for p in unet.parameters():
+            p.data.add_(torch.randn_like(p) * 0.02)
+    return Imagen([base, sr], encoder)
+
+
+def config(tmp_path, **kw):
+    base = dict(preset="tiny32", steps=1, batch_size=2, dataset_size=8, text_encoder="tiny", out_dir=str(tmp_path / "run"),
+                sample_every=0, checkpoint_every=1, log_every=1, warmup_steps=1, bf16=False)
+    return TrainConfig(**{**base, **kw})
+
+
+# ---------------------------------------------------------------- captions
+@pytest.mark.parametrize("bad", ["", "  \t\n", [None], [3], [CAPTION, ""], [], None, 3, {"a": 1}])
+def test_bad_captions_name_the_fix(cascade, encoder, bad):
+    fix = r"pass (non-empty text|a caption string)"
+    with pytest.raises(MinimagenError, match=fix):
+        encoder.encode(bad)
+    with pytest.raises(MinimagenError, match=fix):
+        cascade.sample(bad, steps=1, stages=1)
+    with pytest.raises(MinimagenError, match=fix):
+        cascade.loss(torch.zeros(1, 3, 32, 32), bad)
+
+
+def test_caption_containers_long_and_non_ascii_captions(cascade, encoder):
+    reference = encoder.encode([CAPTION, "a blue square"])[0]
+    for captions in [(CAPTION, "a blue square"), (c for c in [CAPTION, "a blue square"]), np.array([CAPTION, "a blue square"])]:
+        assert torch.equal(encoder.encode(captions)[0], reference)
+    assert torch.equal(encoder.encode(CAPTION)[0], reference[:1, :encoder.encode(CAPTION)[0].shape[1]])
+    assert cascade.sample(CAPTION, steps=1, stages=1).shape == (1, 3, 32, 32)  # one string = one caption
+    out = cascade.sample(["un cercle rouge über 日本 ✓"], steps=1, stages=1)
+    assert torch.isfinite(out).all()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cascade.sample(" ".join(["a red circle above a blue square"] * 8), steps=1, stages=1)
+    assert len(caught) == 1 and "max_length" in str(caught[0].message)
+
+
+# ---------------------------------------------------------------- images
+BAD_IMAGES = [
+    (torch.rand(2, 3, 16, 16), "resize"), (torch.rand(2, 1, 32, 32), r"3 \(RGB\)"),
+    ((torch.rand(2, 3, 32, 32) * 255).to(torch.uint8), r"images.float\(\) / 127.5 - 1"),
+    (torch.full((2, 3, 32, 32), float("nan")), "NaN"), (torch.rand(2, 3, 32, 32) * 255, r"0..255 images / 127.5 - 1"),
+    (torch.rand(3, 32, 32), "torch.stack"), (torch.zeros(0, 3, 32, 32), "at least one image"),
+    (np.zeros((2, 3, 32, 32), np.float32), r"torch.as_tensor")]
+
+
+@pytest.mark.parametrize("images,match", BAD_IMAGES)
+def test_bad_images_through_loss_and_sample(cascade, encoder, images, match):
+    with pytest.raises(MinimagenError, match=match):
+        cascade.loss(images, [CAPTION] * 2, stage=0)
+    sr_only = Imagen([cascade.unets[1]], encoder, lowres_size=32)  # the same checks guard lowres_images
+    with pytest.raises(MinimagenError, match=match):
+        sr_only.sample([CAPTION] * 2, steps=1, lowres_images=images)
+
+
+def test_lowres_images_must_fit_the_cascade(cascade, encoder):
+    sr_only = Imagen([cascade.unets[1]], encoder, lowres_size=32)
+    with pytest.raises(MinimagenError, match="one caption per image"):
+        sr_only.sample([CAPTION] * 3, steps=1, lowres_images=torch.zeros(2, 3, 32, 32))
+    with pytest.raises(MinimagenError, match="would be ignored"):  # a base cascade makes its own low-res images
+        cascade.sample(CAPTION, steps=1, lowres_images=torch.zeros(1, 3, 32, 32))
+
+
+def test_float64_and_float16_images_work(cascade):
+    """Images in [-1, 1] of another float dtype are converted (they used to fail inside the first conv)."""
+    for dtype in (torch.float64, torch.float16, torch.bfloat16):
+        loss = cascade.loss((torch.rand(2, 3, 64, 64) * 2 - 1).to(dtype), [CAPTION] * 2, stage=1)
+        assert loss.dtype == torch.float32 and torch.isfinite(loss)
+
+
+def test_trainer_on_an_empty_folder(tmp_path):
+    (tmp_path / "data").mkdir()
+    with pytest.raises(MinimagenError, match="holds no images.*put your images in it"):
+        Trainer(config(tmp_path, dataset=str(tmp_path / "data")))
+
+
+# ---------------------------------------------------------------- sampling
+@pytest.mark.parametrize("kwargs,match", [
+    ({"guidance_scale": -1}, ">= 0"), ({"guidance_scale": float("nan")}, ">= 0"),
+    ({"guidance_scale": float("inf")}, ">= 0"), ({"guidance_scale": "3"}, ">= 0"),
+    ({"steps": 0}, "positive integer.*try 50"), ({"steps": -3}, "positive integer"), ({"steps": 2.5}, "positive integer"),
+    ({"thresholding": "clip"}, r"\['none', 'static', 'dynamic'\]"), ({"thresholding": None}, r"\['none', 'static'"),
+    ({"percentile": 0.0}, r"\(0, 1\].*0.995"), ({"percentile": 1.5}, r"\(0, 1\]"), ({"percentile": float("nan")}, r"\(0, 1\]"),
+    ({"percentile": "0.9"}, r"\(0, 1\]"), ({"sampler": "euler"}, "ddim"),
+    ({"stages": 0}, "out of range.*1..2"), ({"stages": 3}, "out of range.*1..2"), ({"stages": "1"}, "out of range"),
+    ({"seed": 1.5}, "integer"), ({"seed": 2**70}, "integer"), ({"lowres_aug_level": float("nan")}, r"\[0, 1\]")])
+def test_sampling_arguments_name_the_fix(cascade, kwargs, match):
+    with pytest.raises(MinimagenError, match=match):
+        cascade.sample(CAPTION, **{"steps": 1, **kwargs})
+
+
+@pytest.mark.parametrize("stage", [2, -1, "0", None])
+def test_loss_stage_out_of_range(cascade, stage):
+    with pytest.raises(MinimagenError, match="out of range.*stages 0..1"):
+        cascade.loss(torch.zeros(1, 3, 32, 32), CAPTION, stage=stage)
+
+
+def test_nan_weights_are_reported_not_sampled(cascade, encoder):
+    """A diverged U-Net (NaN weights) used to give NaN images that clamp() passes through silently."""
+    broken = Unet(cascade.unets[0].config)
+    broken.load_state_dict(cascade.unets[0].state_dict())
+    with torch.no_grad():
+        for p in broken.parameters():
+            p.fill_(float("nan"))
+    with pytest.raises(MinimagenError, match="weights may hold NaN.*earlier checkpoint"):
+        Imagen([broken], encoder).sample(CAPTION, steps=2)
+    with pytest.raises(MinimagenError, match="lower guidance_scale"):  # the same check guards any model_fn
+        D.sample_loop(lambda x, log_snr: x * float("inf"), (1, 3, 4, 4), steps=2)
+
+
+def test_cli_errors_are_one_line_without_traceback(capsys):
+    rc = cli_main(["sample", "--checkpoints", str(BASE32), "--captions", CAPTION, "--steps", "1",
+                   "--thresholding", "clip", "--out", "/nonexistent/never-written.png"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: Unknown thresholding 'clip'") and "Traceback" not in err
+    assert err.count("\n") == 1
+
+
+# ---------------------------------------------------------------- models and checkpoints
+def test_checkpoint_of_another_preset_names_the_fields(tmp_path):
+    Trainer(config(tmp_path)).save()
+    with pytest.raises(MinimagenError, match=r"dim: 16 -> 64.*--preset"):
+        Trainer(config(tmp_path, preset="base32", out_dir=str(tmp_path / "other"), init_from=str(tmp_path / "run" / "last.pt")))
+
+
+def test_load_cascade_refuses_misplaced_or_broken_stages(tmp_path):
+    with pytest.raises(MinimagenError, match="cascade order"):
+        load_cascade([SR64, BASE32])
+    with pytest.raises(MinimagenError, match="cascade order"):
+        load_cascade([BASE32, BASE32])
+    with pytest.raises(MinimagenError, match="no checkpoint paths"):
+        load_cascade([])
+    with pytest.raises(MinimagenError, match="only the EMA weights.*use_ema=True"):
+        load_cascade([BASE32], use_ema=False)  # the shipped files are EMA-only exports
+    state = load_checkpoint(SR64)
+    state["unet_config"]["dim"] = 48  # weights no longer fit the config (an edited or foreign file)
+    save_checkpoint({k: v for k, v in state.items() if k != "format"}, tmp_path / "edited.pt")
+    with pytest.raises(MinimagenError, match="do not fit its U-Net config"):
+        load_cascade([tmp_path / "edited.pt"])
+
+
+class RunsCode:
+    """Unpickling this would create a file: what a malicious checkpoint could do instead."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_checkpoint_that_would_run_code_is_refused(tmp_path):
+    marker, path = tmp_path / "code-ran", tmp_path / "evil.pt"
+    torch.save({"format": FORMAT, "ema": {}, "payload": RunsCode(marker)}, path)
+    with pytest.raises(MinimagenError, match="could run code.*refused"):
+        load_checkpoint(path)
+    with pytest.raises(MinimagenError, match="could run code"):
+        load_cascade([path])
+    assert not marker.exists()
+    torch.load(path, weights_only=False)["payload"].close()  # the file is readable, and its payload real:
+    assert marker.exists()                                   # only weights_only=True stopped it
+
+
+def test_encoder_fingerprint_is_stable_and_sensitive(encoder):
+    assert len(encoder.fingerprint) == 64 and encoder.fingerprint == TextEncoder("tiny").fingerprint
+    altered = TextEncoder("tiny")  # a "tiny" T5 with one weight changed: same name, same size
+    with torch.no_grad():
+        altered.model.shared.weight[5, 0] += 1e-3
+    assert altered.fingerprint != encoder.fingerprint and altered.dim == encoder.dim
+
+
+def test_checkpoints_record_and_check_the_encoder_fingerprint(tmp_path, encoder):
+    Trainer(config(tmp_path)).save()
+    path = tmp_path / "run" / "last.pt"
+    state = load_checkpoint(path)
+    assert state["text_encoder_fingerprint"] == encoder.fingerprint
+    assert load_cascade([path]).sample(CAPTION, steps=1).shape == (1, 3, 32, 32)
+    state["text_encoder_fingerprint"] = "0" * 64  # as if trained with an older data/tiny-t5
+    save_checkpoint({k: v for k, v in state.items() if k != "format"}, path)
+    with pytest.raises(MinimagenError, match="different 'tiny' text encoder.*build-tiny-t5"):
+        load_cascade([path])
+    with pytest.raises(MinimagenError, match="build-tiny-t5"):
+        Trainer(config(tmp_path))  # resuming checks it too
+    assert "text_encoder_fingerprint" not in load_checkpoint(BASE32)  # shipped before fingerprints: loads as before
+    assert load_cascade([BASE32]).text_encoder.name == "tiny"
+
+
+# ---------------------------------------------------------------- environment
+def test_device_requests_name_the_fix(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for name in ("cuda", "cuda:1"):
+        with pytest.raises(MinimagenError, match="no CUDA GPU.*device='cpu'"):
+            pick_device(name)
+    with pytest.raises(MinimagenError, match="Unknown device 'gpu'.*'cpu' or 'cuda'"):
+        pick_device("gpu")
+    assert pick_device(None).type == "cpu"
+    with pytest.raises(MinimagenError, match="no CUDA GPU"):
+        load_cascade([BASE32], device="cuda")
+    with pytest.raises(MinimagenError, match="no CUDA GPU"):
+        Trainer(config(tmp_path, device="cuda"))
+    rc = cli_main(["sample", "--checkpoints", str(BASE32), "--captions", CAPTION, "--device", "cuda"])
+    assert rc == 2 and "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_bf16_on_a_cpu_without_it(monkeypatch, tmp_path):
+    import minimagen.device
+    monkeypatch.setattr(minimagen.device, "cpu_has_bf16", lambda: False)
+    cpu = torch.device("cpu")
+    assert resolve_bf16(cpu, None) is False and resolve_bf16(cpu, False) is False
+    with pytest.raises(MinimagenError, match="no native bf16.*--no-bf16"):
+        resolve_bf16(cpu, True)
+    with pytest.raises(MinimagenError, match="--no-bf16"):
+        Trainer(config(tmp_path, bf16=True))
+    monkeypatch.setattr(minimagen.device, "cpu_has_bf16", lambda: True)
+    assert resolve_bf16(cpu, None) is True
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"lr": 0}, "lr=0"), ({"warmup_steps": -1}, "warmup_steps"), ({"checkpoint_every": 0}, "checkpoint_every=0"),
+    ({"log_every": 0}, "log_every"), ({"cond_drop_prob": 1.5}, r"cond_drop_prob=1.5 \(use in \[0, 1\]\)"),
+    ({"ema_decay": 1.0}, "ema_decay"), ({"objective": "noise"}, "'eps', 'v', 'x0'"), ({"schedule": "sigmoid"}, "cosine"),
+    ({"loss_weighting": "snr"}, "min_snr"), ({"stage": 3}, "stage must be 0"), ({"steps": 0}, "positive")])
+def test_train_config_errors_name_the_field(tmp_path, kwargs, match):
+    with pytest.raises(MinimagenError, match=match):
+        config(tmp_path, **kwargs)
+
+
+def test_no_warmup_is_allowed(tmp_path):
+    trainer = Trainer(config(tmp_path, warmup_steps=0))  # used to divide by zero in the LR schedule
+    assert trainer.sched.get_last_lr() == [trainer.config.lr]
+
+
+# ---------------------------------------------------------------- reproducibility
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_same_seed_gives_bit_identical_samples(cascade, sampler):
+    """Through both stages (the SR stage's noise augmentation included); the global RNG plays no part."""
+    run = lambda seed: cascade.sample(["a large teal square", "a red circle above a blue square"], steps=3,
+                                      sampler=sampler, seed=seed, return_all_stages=True)
+    first = run(11)
+    torch.manual_seed(1234)
+    torch.rand(100)  # disturb the global generator: sampling must not read it
+    again = run(11)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert torch.equal(run(np.int64(11))[-1], first[-1])  # a numpy seed (from np.arange, say) is the same seed
+    assert not torch.equal(first[0], run(12)[0])
+
+
+# ---------------------------------------------------------------- fuzz
+def call(case, fn, shape=None):
+    """Run fn(): it must return finite tensors (of `shape`, when given) or raise a one-sentence
+    MinimagenError. Anything else fails with the case printed. Returns 'ok' or 'error'."""
+    try:
+        out = fn()
+    except MinimagenError as e:
+        message = str(e)
+        assert message.endswith(".") and "\n" not in message, f"{case}: message {message!r}"
+        return "error"
+    except Exception as e:  # noqa: BLE001: exactly what this test exists to catch
+        pytest.fail(f"{case} raised {type(e).__name__}: {e}")
+    for o in out if isinstance(out, tuple) else (out,):
+        assert torch.is_tensor(o) and torch.isfinite(o).all(), f"{case}: non-finite output {o}"
+        assert shape is None or tuple(o.shape) == tuple(shape), f"{case}: shape {tuple(o.shape)} != {shape}"
+    return "ok"
+
+
+def pick(rng, good, bad, p_bad=0.15):
+    """Usually a valid value, sometimes a wrong one: a case with one mistake tests its message."""
+    return rng.choice(bad if rng.random() < p_bad else good)
+
+
+SHAPES = [(), (0,), (5,), (2, 3), (2, 3, 4, 4), (0, 3, 4, 4), (1, 2, 3, 4, 5), (3, 1, 1, 1)]
+DTYPES = [torch.float16, torch.bfloat16, torch.float64]
+BAD_DTYPES = [torch.int64, torch.uint8, torch.bool]
+KINDS = ["normal", "normal", "unit", "zeros", "huge", "negative", "tiny"]
+BAD_KINDS = ["nan", "inf", "-inf"]
+
+
+def random_tensor(rng, shape=None, dtype=None, kind=None):
+    """A tensor of a random (or given) shape, dtype and kind of values; now and then not a tensor at all."""
+    if shape is None and rng.random() < 0.05:
+        return rng.choice([None, 0.5, "x0", [0.1, 0.2], np.ones((2, 3), np.float32)])
+    shape = shape if shape is not None else rng.choice(SHAPES)
+    dtype = dtype or (torch.float32 if rng.random() < 0.5 else pick(rng, DTYPES, BAD_DTYPES, 0.3))
+    kind = kind or pick(rng, KINDS, BAD_KINDS, 0.15)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(rng.randrange(2**31)), dtype=torch.float64)
+    x = {"unit": x.sigmoid(), "zeros": x * 0, "huge": x * 1e6, "negative": -x.abs() * 5, "tiny": x * 1e-30}.get(kind, x)
+    if kind in ("nan", "inf", "-inf") and x.numel():
+        x.view(-1)[rng.randrange(x.numel())] = float(kind)
+    return x > 0 if dtype == torch.bool else x.to(dtype)
+
+
+def per_sample(rng, x):
+    """A log-SNR argument for x: usually one per sample, sometimes a number or something wrong."""
+    if rng.random() < 0.2 or not torch.is_tensor(x):
+        return rng.choice([0.5, -3, float("nan"), "1", random_tensor(rng)])
+    B = x.shape[0] if x.ndim else 1
+    return random_tensor(rng, (B,), torch.float32, pick(rng, ["normal"], ["huge", "nan"])) * 5
+
+
+def same_or_other(rng, x):
+    return x.clone() if torch.is_tensor(x) and rng.random() < 0.8 else random_tensor(rng)
+
+
+PERCENTILES, BAD_PERCENTILES = [0.995, 0.9, 1.0, np.float32(0.9)], [0.0, -0.1, 1.5, float("nan"), "0.9", None]
+METHODS, BAD_METHODS = list(D.THRESHOLDING), ["DYNAMIC", "clip", None, 3]
+
+
+def test_fuzz_diffusion_functions():
+    rng, outcomes = random.Random(7), []
+    for i in range(480):
+        f = i % 8
+        if f == 0:
+            x, method, p = random_tensor(rng), pick(rng, METHODS, BAD_METHODS), pick(rng, PERCENTILES, BAD_PERCENTILES)
+            case, fn, shape = f"threshold({x!r:.80}, {method!r}, {p!r})", lambda: D.threshold(x, method, p), getattr(x, "shape", None)
+        elif f == 1:
+            x, p = random_tensor(rng), pick(rng, PERCENTILES, BAD_PERCENTILES)
+            fns = [lambda: D.static_threshold(x), lambda: D.dynamic_threshold(x, p)]
+            case, fn, shape = f"static/dynamic_threshold({x!r:.80}, {p!r})", rng.choice(fns), getattr(x, "shape", None)
+        elif f == 2:
+            name = pick(rng, list(D.SCHEDULES), ["sigmoid", None, ["cosine"]])
+            t = random_tensor(rng, kind=pick(rng, ["unit"], KINDS, 0.3)) if rng.random() < 0.9 else rng.choice([0.3, 1, -0.5, "t"])
+            case, fn = f"get_schedule({name!r})({t!r:.80})", lambda: D.get_schedule(name)(t)
+            shape = t.shape if torch.is_tensor(t) else None
+        elif f == 3:
+            x0 = random_tensor(rng)
+            noise, log_snr = same_or_other(rng, x0), per_sample(rng, x0)
+            case, fn, shape = f"q_sample({x0!r:.60}, {log_snr!r:.60}, {noise!r:.60})", lambda: D.q_sample(x0, log_snr, noise), getattr(x0, "shape", None)
+        elif f == 4:
+            x_t = random_tensor(rng)
+            pred, log_snr = same_or_other(rng, x_t), per_sample(rng, x_t)
+            objective = rng.choice(list(D.OBJECTIVES) + ["noise", None])
+            case = f"prediction_to_x0({objective!r}, {pred!r:.60}, {x_t!r:.60}, {log_snr!r:.60})"
+            fn, shape = lambda: D.prediction_to_x0(objective, pred, x_t, log_snr), getattr(x_t, "shape", None)
+        elif f == 5:
+            cond = random_tensor(rng)
+            uncond, w = same_or_other(rng, cond), pick(rng, [0, 1, 3.0, 7.5, -2, 1e3], [float("nan"), float("inf"), "3", None])
+            case = f"classifier_free_guidance({cond!r:.60}, {uncond!r:.60}, {w!r})"
+            fn, shape = lambda: D.classifier_free_guidance(cond, uncond, w), getattr(cond, "shape", None)
+        else:
+            shape = pick(rng, [(2, 3, 4, 4), (1, 1), (3,), (1, 3, 2, 2, 2)], [(0, 2), (), (2.5, 3), "2,3", (True, 2)])
+            kwargs = dict(steps=pick(rng, [1, 2, 3], [0, -1, 2.5, "3"]), sampler=pick(rng, list(D.SAMPLERS), ["euler"]),
+                          objective=pick(rng, list(D.OBJECTIVES), ["noise"]), thresholding=pick(rng, METHODS, BAD_METHODS),
+                          percentile=pick(rng, PERCENTILES, BAD_PERCENTILES), schedule=pick(rng, list(D.SCHEDULES), ["sigmoid"]),
+                          eta=pick(rng, [0.0, 0.5, 1.0], [-1, 2, float("nan"), "0"]),
+                          generator=torch.Generator().manual_seed(i))
+            scale = rng.choice([0.5, 1.0, 1e3])
+            model_fn = lambda x, log_snr: torch.tanh(x) * scale
+            case, fn = f"sample_loop(shape={shape!r}, {kwargs})", lambda: D.sample_loop(model_fn, shape, **kwargs)
+        outcomes.append(call(f"case {i}: {case}", fn, shape))
+    # Both outcomes must be common: a fuzz where everything raised (or nothing did) would prove little.
+    assert 0.25 < outcomes.count("ok") / len(outcomes) < 0.75, outcomes.count("ok")
+
+
+CAPTIONS = [CAPTION, [CAPTION, "a blue square"], "日本 ✓", "", [], None, 3, [CAPTION, 5]]
+IMAGE_SIZES = [32, 64, 16]
+
+
+def test_fuzz_imagen_sample_and_loss(cascade):
+    rng, outcomes = random.Random(11), []
+    for i in range(60):
+        captions = pick(rng, CAPTIONS[:3], CAPTIONS[3:])
+        B = 1 if isinstance(captions, str) else len(captions) if isinstance(captions, list) else 1
+        if i % 3:
+            kwargs = dict(guidance_scale=pick(rng, [0, 1, 3.0, 1e6], [-1, float("nan"), float("inf"), "3"]),
+                          thresholding=pick(rng, METHODS, BAD_METHODS), percentile=pick(rng, PERCENTILES, BAD_PERCENTILES),
+                          steps=pick(rng, [1, 2], [0, -1, 1.5]), sampler=pick(rng, ["ddim", "ddpm"], ["euler"]),
+                          seed=pick(rng, [0, 5, -1], [2**70, 1.5]), stages=pick(rng, [None, 1, 1, 2], [0, 3]),
+                          lowres_aug_level=pick(rng, [0.0, 0.2, 1.0], [-0.1, float("nan")]), bf16=rng.random() < 0.2)
+            size = cascade.image_sizes[(kwargs["stages"] or 2) - 1] if kwargs["stages"] in (None, 1, 2) else None
+            case, fn = f"sample({captions!r}, {kwargs})", lambda: cascade.sample(captions, **kwargs)
+            shape = (B, 3, size, size) if size else None
+        else:
+            stage = pick(rng, [0, 1], [2, -1])
+            size = rng.choice(IMAGE_SIZES) if rng.random() < 0.15 else cascade.image_sizes[min(max(stage, 0), 1)]
+            images = random_tensor(rng, (B, 3, size, size), kind=pick(rng, ["unit", "zeros"], ["nan", "huge"]))
+            if images.is_floating_point():
+                images = images * 2 - 1 if rng.random() < 0.8 else images
+            case, fn, shape = f"loss({images!r:.80}, {captions!r}, {stage})", lambda: cascade.loss(images, captions, stage), ()
+        outcomes.append(call(f"case {i}: {case}", fn, shape))
+    assert 0.15 < outcomes.count("ok") / len(outcomes) < 0.85, outcomes.count("ok")
