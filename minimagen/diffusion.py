@@ -236,6 +236,16 @@ def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7
     return torch.cat([sigmas, sigmas.new_zeros(1)]).float().to(device)
 
 
+def karras_sigma_range(schedule: str = "cosine") -> tuple[float, float]:
+    """(sigma_min, sigma_max) for a model trained on this schedule. It only ever saw log-SNRs in
+    [schedule(1), schedule(0)]: sigma_min is the cleanest level it knows (cosine: 0.0125). Cosine's t = 1
+    is clamped at log-SNR -20, sigma ~2e4, where x~ is pure noise long before: EDM's sigma_max = 80
+    already buries data of std 0.5 under 160x more noise, and it keeps x_0 = (x_t - sigma_t eps) / alpha
+    from dividing by alpha ~ 5e-5 in float32."""
+    ends = get_schedule(schedule)(torch.tensor([0.0, 1.0]))
+    return math.exp(-ends[0].item() / 2), min(80.0, math.exp(-ends[1].item() / 2))
+
+
 def karras_loop(denoise, noise, steps, schedule="cosine", callback=None):
     """Heun's 2nd-order deterministic sampler [EDM Algorithm 1] for our variance-preserving model.
     NFE = 2 * steps - 1: two model calls per step, one for the last (an Euler step to sigma = 0),
@@ -247,13 +257,7 @@ def karras_loop(denoise, noise, steps, schedule="cosine", callback=None):
     D(x~; sigma) is the thresholded x_0 prediction, and the probability-flow ODE [EDM Eq. 3, sigma(t) = t]
     is  dx~/dsigma = (x~ - D(x~; sigma)) / sigma.
     denoise(x_t, log_snr [B]) -> (x0_raw, x0); noise: [B, C, H, W] ~ N(0, I)."""
-    ends = get_schedule(schedule)(torch.tensor([0.0, 1.0]))
-    # The model only ever saw log-SNRs in [schedule(1), schedule(0)]: sigma_min is the cleanest level
-    # it knows (cosine: 0.0125). Cosine's t = 1 is clamped at log-SNR -20, sigma ~2e4, where x~ is pure
-    # noise long before: EDM's sigma_max = 80 already buries data of std 0.5 under 160x more noise,
-    # and it keeps x_0 = (x_t - sigma_t eps) / alpha from dividing by alpha ~ 5e-5 in float32.
-    sigma_min, sigma_max = math.exp(-ends[0].item() / 2), min(80.0, math.exp(-ends[1].item() / 2))
-    sigmas = karras_sigmas(steps, sigma_min, sigma_max).tolist()
+    sigmas = karras_sigmas(steps, *karras_sigma_range(schedule)).tolist()
     B = noise.shape[0]
 
     def D_(x, sigma, i=None):  # D(x~; sigma) through the VP model

@@ -139,12 +139,12 @@ class Imagen(nn.Module):
             raise MinimagenError(f"stage {stage!r} is out of range: this cascade has stages 0..{len(self.unets) - 1}.")
         return self.unets[stage]
 
-    def loss(self, images, captions, stage: int = 0):
+    def loss(self, images, captions, stage: int = 0, noise_aug=True, loss_weighting="uniform"):
         """The denoising loss of one stage (see stage_loss)."""
         unet = self._stage(stage)
         embeds, mask = self.text_encoder.encode(captions)
         return stage_loss(unet, images, embeds, mask, self.lowres_sizes[stage], self.objective, self.schedule,
-                          self.cond_drop_prob)
+                          self.cond_drop_prob, noise_aug, loss_weighting)
 
     def guided_model_fn(self, unet, embeds, mask, guidance_scale, lowres=None, aug_log_snr=None):
         """model_fn(x_t, log_snr) for the sampler: the conditional and unconditional predictions in
