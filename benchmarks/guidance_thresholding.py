@@ -15,7 +15,6 @@ The committed figures came from:
 --n-captions 2 --seeds 0 --guidance 1 15 (a minute).
 """
 import argparse
-import csv
 import random
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from minimagen.data import all_captions
-from minimagen.evaluate import find_row, guidance_sweep, paired_difference, sweep_table
+from minimagen.evaluate import save_rows, find_row, guidance_sweep, paired_difference, sweep_table
 from minimagen.imagen import load_cascade
 from minimagen.plot import tradeoff_plot
 
@@ -113,12 +112,7 @@ def main():
         r["n_images"] = n_images
         r["alignment_train"] = r["scores"]["alignment"][:, :n_train].mean().item()
         r["alignment_held_out"] = r["scores"]["alignment"][:, n_train:].mean().item()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows([{k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items() if k in COLUMNS}
-                          for r in rows])
+    save_rows(rows, args.out, COLUMNS)
     frechet = not args.no_frechet
     fig, axes = plt.subplots(1, 2 if frechet else 1, figsize=(11 if frechet else 5.5, 4), squeeze=False)
     tradeoff_plot(rows, "fidelity", ax=axes[0, 0], title=f"base32, DDIM {args.steps}: off-palette fidelity "

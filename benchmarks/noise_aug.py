@@ -23,7 +23,6 @@ Writes benchmarks/results/noise_aug.csv and benchmarks/noise_aug.png. The commit
 --n-captions 2 --levels 0 0.5 --real-levels 0 --steps 5.
 """
 import argparse
-import csv
 import os
 import random
 import time
@@ -34,7 +33,7 @@ import torch
 
 from minimagen import metrics
 from minimagen.data import all_captions, from_uint8, render
-from minimagen.evaluate import _mean_se, aug_level_sweep, paired_difference, score_images
+from minimagen.evaluate import save_rows, _mean_se, aug_level_sweep, paired_difference, score_images
 from minimagen.imagen import load_cascade, resize
 
 HERE = Path(__file__).parent
@@ -111,12 +110,7 @@ def main():
         r["n_images"] = n_images
         r["alignment_train"] = r["scores"]["alignment"][:, :n_train].mean().item()
         r["alignment_held_out"] = r["scores"]["alignment"][:, n_train:].mean().item()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows([{k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items() if k in COLUMNS}
-                          for r in rows])
+    save_rows(rows, args.out, COLUMNS)
 
     # the plot: metric vs level, one curve per checkpoint (base-sample input), references as lines / markers
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))

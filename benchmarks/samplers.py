@@ -27,7 +27,7 @@ import torch
 
 from minimagen import diffusion, metrics
 from minimagen.data import all_captions
-from minimagen.evaluate import _mean_se, paired_difference, score_images
+from minimagen.evaluate import save_rows, _mean_se, paired_difference, score_images
 from minimagen.imagen import load_cascade
 
 HERE = Path(__file__).parent
@@ -145,12 +145,7 @@ def main():
     for row in rows:  # paired: same captions, seeds and starting noise
         for key in ("alignment", "off_palette"):
             row[f"d_{key}"], row[f"d_{key}_se"] = paired_difference(row, ref, key)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows([{k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items() if k in COLUMNS}
-                          for r in rows])
+    save_rows(rows, args.out, COLUMNS)
     title = (f"base32, w = {args.guidance:g}, {args.thresholding} p={args.percentile:g}: {n_images} images per point, "
              "error bars: s.e.")
     plot(rows, args.plot, title)

@@ -8,7 +8,9 @@ score) against fidelity (its FID): the trade-off curves of notebook 06 and the b
 A method is a name from diffusion.THRESHOLDING or a pair ("dynamic", percentile). Every (method, w)
 starts from the same noise for a given seed, so a row of a grid shows one sample changing with w.
 """
+import csv
 import math
+from pathlib import Path
 
 import torch
 
@@ -153,3 +155,15 @@ def aug_level_sweep(sr_model, lowres_images, captions, aug_levels=(0.0, 0.1, 0.2
         if progress is not None:
             progress(len(rows), len(aug_levels), row)
     return rows
+
+
+def save_rows(rows, path, columns) -> Path:
+    """Write sweep rows to a CSV with these columns (tensors and images left out, floats rounded)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows([{k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items() if k in columns}
+                          for r in rows])
+    return path

@@ -6,13 +6,7 @@ import torch
 from minimagen import diffusion as D
 from minimagen.errors import MinimagenError
 from minimagen.imagen import Imagen, down_up, noise_augment, resize
-from minimagen.text import TextEncoder
 from minimagen.unet import Unet, unet_preset
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    return TextEncoder("tiny")
 
 
 @pytest.fixture(scope="module")

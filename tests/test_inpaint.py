@@ -9,15 +9,9 @@ from minimagen.data import DATA_DIR, from_uint8, render
 from minimagen.errors import MinimagenError
 from minimagen.imagen import Imagen, load_cascade
 from minimagen.inpaint import forward_transition, inpaint
-from minimagen.text import TextEncoder
 from minimagen.unet import Unet, unet_preset
 
 CAPTION = "a red circle to the left of a blue square"
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    return TextEncoder("tiny")
 
 
 @pytest.fixture(scope="module")

@@ -77,11 +77,6 @@ CAPTION = "a small red circle"
 
 
 @pytest.fixture(scope="module")
-def encoder():
-    return TextEncoder("tiny")
-
-
-@pytest.fixture(scope="module")
 def cascade(encoder):
     torch.manual_seed(0)
     base, sr = Unet(unet_preset("tiny32", encoder.dim)), Unet(unet_preset("tiny-sr64", encoder.dim))
