@@ -199,9 +199,9 @@ def classifier_free_guidance(pred_cond, pred_uncond, guidance_scale: float):
 # ---------------------------------------------------------------- samplers
 def sampling_log_snrs(steps: int, schedule: str = "cosine", device="cpu"):
     """steps + 1 log-SNR values from t = 1 (noise) to t = 0 (data), equally spaced in t."""
-    if not isinstance(steps, int) or steps <= 0:
+    if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps <= 0:
         raise MinimagenError(f"steps must be a positive integer, got {steps!r}: try 50 for DDIM, 250 for DDPM.")
-    return get_schedule(schedule)(torch.linspace(1.0, 0.0, steps + 1, device=device))
+    return get_schedule(schedule)(torch.linspace(1.0, 0.0, int(steps) + 1, device=device))
 
 
 def ddpm_step(x_t, x0, log_snr_t, log_snr_s, noise):
@@ -226,11 +226,11 @@ def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7
     """steps + 1 noise levels for the Karras sampler, sigma_max down to sigma_min, then 0 [EDM Eq. 5]:
         sigma_i = (sigma_max^(1/rho) + i/(steps-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho,  sigma_steps = 0.
     Evenly spaced in sigma^(1/rho): rho = 7 puts most steps at low noise, where their errors would show."""
-    if not isinstance(steps, int) or steps <= 0:
+    if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps <= 0:
         raise MinimagenError(f"steps must be a positive integer, got {steps!r}: try 25 for the Karras sampler.")
     if not 0 < sigma_min < sigma_max:
         raise MinimagenError(f"need 0 < sigma_min < sigma_max, got {sigma_min} and {sigma_max}: EDM uses 0.002 and 80.")
-    ramp = torch.linspace(0, 1, steps, dtype=torch.float64)  # i / (steps - 1); [0] when steps = 1
+    ramp = torch.linspace(0, 1, int(steps), dtype=torch.float64)  # i / (steps - 1); [0] when steps = 1
     lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
     sigmas = (hi + ramp * (lo - hi)) ** rho
     return torch.cat([sigmas, sigmas.new_zeros(1)]).float().to(device)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import diffusion as D
-from .device import autocast
+from .device import autocast, resolve_bf16
 from .errors import MinimagenError
 
 
@@ -192,6 +192,7 @@ class Imagen(nn.Module):
                                  "be ignored: drop it, or load the SR checkpoints alone to upsample your images.")
         self.eval()
         dev, g = self.device, torch.Generator().manual_seed(int(seed))
+        use_bf16 = resolve_bf16(dev, bf16)  # True on a CPU without bf16: one error naming the fix
         embeds, mask = (t.to(dev) for t in self.text_encoder.encode(captions))  # a string is one caption
         B, outputs = embeds.shape[0], []
         if images is not None and images.shape[0] != B:
@@ -202,7 +203,7 @@ class Imagen(nn.Module):
                 aug = torch.full((B,), float(lowres_aug_level), device=dev)
                 lowres, aug_log_snr = noise_augment(resize(images.to(dev), size), aug, self.schedule, g)
             model_fn = self.guided_model_fn(self.unets[k], embeds, mask, guidance_scale, lowres, aug_log_snr)
-            with autocast(dev, bf16):
+            with autocast(dev, use_bf16):
                 images = D.sample_loop(model_fn, (B, 3, size, size), steps, sampler, self.objective, thresholding,
                                        percentile, self.schedule, generator=g, device=dev, callback=callback)
             images = images.float().clamp(-1, 1)

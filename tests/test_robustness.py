@@ -298,6 +298,19 @@ def test_bf16_on_a_cpu_without_it(monkeypatch, tmp_path):
     assert resolve_bf16(cpu, None) is True
 
 
+def test_sample_bf16_without_support_and_numpy_steps(monkeypatch, cascade):
+    """Imagen.sample(bf16=True) on a CPU without bf16 says so (not a silent emulated run); a numpy
+    integer step count (e.g. from np.arange) is a valid step count."""
+    import numpy as np
+    import minimagen.device
+    monkeypatch.setattr(minimagen.device, "cpu_has_bf16", lambda: False)
+    with pytest.raises(MinimagenError, match="no native bf16"):
+        cascade.sample("a red circle", steps=2, stages=1, bf16=True)
+    monkeypatch.undo()
+    out = cascade.sample("a red circle", steps=np.int64(2), stages=1)
+    assert out.shape == (1, 3, 32, 32)
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"lr": 0}, "lr=0"), ({"warmup_steps": -1}, "warmup_steps"), ({"checkpoint_every": 0}, "checkpoint_every=0"),
     ({"log_every": 0}, "log_every"), ({"cond_drop_prob": 1.5}, r"cond_drop_prob=1.5 \(use in \[0, 1\]\)"),
