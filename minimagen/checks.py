@@ -57,3 +57,10 @@ def check_time(t):
         raise MinimagenError("t must lie in [0, 1] (0 = data, 1 = pure noise): sample it with torch.rand(B) "
                              "or torch.linspace(1, 0, steps + 1).")
     return t
+
+
+def check_choice(value, choices, what: str):
+    """value must be one of the names in `choices` (a string: an unhashable value is just wrong too)."""
+    if not isinstance(value, str) or value not in choices:
+        raise MinimagenError(f"Unknown {what} {value!r}: use one of {list(choices)}.")
+    return value

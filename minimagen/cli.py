@@ -16,17 +16,17 @@ DEMO_CAPTIONS = ["a large red circle", "a small teal square", "a large orange tr
                  "a purple circle to the left of a yellow triangle", "a blue triangle to the left of a red square"]
 
 
+SWITCHES = {"bf16": "bf16 autocast (default: where the hardware supports it)",
+            "noise_aug": "SR stages: noise-conditioning augmentation (default: on)"}
+
+
 def add_train_args(p):
     """One flag per TrainConfig field (--batch-size for batch_size), typed by its default."""
     from .train import TrainConfig
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        if f.name == "noise_aug":
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                           help="SR stages: noise-conditioning augmentation (default: on)")
-        elif f.name == "bf16":
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                           help="bf16 autocast (default: where the hardware supports it)")
+        if f.name in SWITCHES:  # --bf16 / --no-bf16; None (unset) keeps TrainConfig's default
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=SWITCHES[f.name])
         else:
             kind = type(f.default) if f.default is not None else (int if f.name == "steps" else str)
             p.add_argument(flag, type=kind, default=f.default, dest=f.name, help=f"default: {f.default}")

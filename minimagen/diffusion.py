@@ -19,7 +19,7 @@ import numbers
 
 import torch
 
-from .checks import NETWORK_NAN_FIX, at_least_float32, check_per_sample, check_tensor, check_time
+from .checks import NETWORK_NAN_FIX, at_least_float32, check_choice, check_per_sample, check_tensor, check_time
 from .errors import MinimagenError
 
 LOG_SNR_MIN, LOG_SNR_MAX = -20.0, 20.0  # alpha(t=1) ~ 4.5e-5: pure noise to float precision
@@ -45,9 +45,7 @@ SCHEDULES = {"cosine": cosine_log_snr, "linear": linear_log_snr}
 
 
 def get_schedule(name: str):
-    if not isinstance(name, str) or name not in SCHEDULES:
-        raise MinimagenError(f"Unknown schedule {name!r}: use one of {sorted(SCHEDULES)}.")
-    return SCHEDULES[name]
+    return SCHEDULES[check_choice(name, SCHEDULES, "schedule")]
 
 
 def _bcast(v, x):
@@ -103,15 +101,12 @@ OBJECTIVES = ("eps", "v", "x0")
 def training_target(objective: str, x0, eps, log_snr):
     """What the network learns to output for each parameterisation."""
     targets = {"eps": lambda: eps, "x0": lambda: x0, "v": lambda: v_target(x0, eps, log_snr)}
-    if objective not in targets:
-        raise MinimagenError(f"Unknown objective {objective!r}: use one of {list(OBJECTIVES)}.")
-    return targets[objective]()
+    return targets[check_choice(objective, OBJECTIVES, "objective")]()
 
 
 def prediction_to_x0(objective: str, pred, x_t, log_snr):
     """Turn the network output into a prediction of the clean image x_0."""
-    if not isinstance(objective, str) or objective not in OBJECTIVES:
-        raise MinimagenError(f"Unknown objective {objective!r}: use one of {list(OBJECTIVES)}.")
+    check_choice(objective, OBJECTIVES, "objective")
     x_t = at_least_float32(check_tensor(x_t, "x_t", min_dim=1))
     pred = at_least_float32(check_tensor(pred, "pred", 1, NETWORK_NAN_FIX))
     if pred.shape != x_t.shape:
@@ -125,9 +120,7 @@ def prediction_to_x0(objective: str, pred, x_t, log_snr):
         return predict_x0_from_eps(x_t, log_snr, pred)
     if objective == "v":
         return predict_x0_from_v(x_t, log_snr, pred)
-    if objective == "x0":
-        return pred
-    raise MinimagenError(f"Unknown objective {objective!r}: use one of {list(OBJECTIVES)}.")
+    return pred  # objective "x0"
 
 
 # ---------------------------------------------------------------- posterior q(x_s | x_t, x_0), s < t
@@ -170,15 +163,11 @@ THRESHOLDING = ("none", "static", "dynamic")
 
 def threshold(x0, method: str = "dynamic", percentile: float = 0.995):
     """Apply one of Imagen's three choices to a predicted x_0."""
-    if not isinstance(method, str) or method not in THRESHOLDING:
-        raise MinimagenError(f"Unknown thresholding {method!r}: use one of {list(THRESHOLDING)}.")
-    if method == "none":
+    if check_choice(method, THRESHOLDING, "thresholding") == "none":
         return check_tensor(x0, "x0")
     if method == "static":
         return static_threshold(x0)
-    if method == "dynamic":
-        return dynamic_threshold(x0, percentile)
-    raise MinimagenError(f"Unknown thresholding {method!r}: use one of {list(THRESHOLDING)}.")
+    return dynamic_threshold(x0, percentile)
 
 
 # ---------------------------------------------------------------- classifier-free guidance
@@ -288,8 +277,7 @@ def _check_sampling_args(shape, objective, eta):
     if not isinstance(shape, (tuple, list)) or not shape or \
             not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0 for n in shape):
         raise MinimagenError(f"shape must be a tuple of positive integers such as (B, 3, 32, 32), got {shape!r}.")
-    if not isinstance(objective, str) or objective not in OBJECTIVES:
-        raise MinimagenError(f"Unknown objective {objective!r}: use one of {list(OBJECTIVES)}.")
+    check_choice(objective, OBJECTIVES, "objective")
     if not (isinstance(eta, numbers.Real) and 0 <= eta <= 1):
         raise MinimagenError(f"eta must be a number in [0, 1] (0 = deterministic DDIM, 1 = ancestral), got {eta!r}.")
 
@@ -306,8 +294,7 @@ def sample_loop(model_fn, shape, steps=50, sampler="ddim", objective="eps", thre
     callback(i, log_snr, x_t, x0_raw, x0) is called at every step (for trajectories and plots).
     sampler "karras": Heun's method on Karras et al.'s sigmas (karras_loop): 2 * steps - 1 model calls,
     deterministic (eta is ignored)."""
-    if sampler not in SAMPLERS:
-        raise MinimagenError(f"Unknown sampler {sampler!r}: use one of {list(SAMPLERS)}.")
+    check_choice(sampler, SAMPLERS, "sampler")
     threshold(torch.zeros(1, 1), thresholding, percentile)  # validate the names before any work
     _check_sampling_args(shape, objective, eta)
 

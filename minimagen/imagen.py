@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import diffusion as D
+from .checks import check_choice
 from .device import autocast, resolve_bf16
 from .errors import MinimagenError
 
@@ -86,8 +87,7 @@ def stage_loss(unet, images, embeds, mask, lowres_size=None, objective="v", sche
     (one U-Net per run, as in the paper); an SR stage (lowres_size set) gets noise-conditioning
     augmentation at a random level per sample (noise_aug=False: always clean, the ablation).
     loss_weighting "min_snr": Min-SNR-5 weights (min_snr_weight). `unet` may be a DDP wrapper."""
-    if loss_weighting not in LOSS_WEIGHTINGS:
-        raise MinimagenError(f"Unknown loss_weighting {loss_weighting!r}: use one of {list(LOSS_WEIGHTINGS)}.")
+    check_choice(loss_weighting, LOSS_WEIGHTINGS, "loss_weighting")
     config = getattr(unet, "module", unet).config
     dev = embeds.device
     x0 = check_images(images, config.image_size).to(dev)
