@@ -1,20 +1,33 @@
-"""Guidance vs thresholding, measured: Imagen Fig. 4c in miniature on the shapes data.
+"""Guidance vs thresholding, measured: Imagen Fig. 4c in miniature on the shaded shapes data.
 
-Samples the shipped base model (data/checkpoints/base32.pt) for every guidance scale w and every
-thresholding method (none, static clipping, dynamic thresholding at three percentiles p) from the
-same noise per seed (minimagen.evaluate.guidance_sweep), and scores caption alignment (the shapes
-detector, the paper's CLIP score) against fidelity (1 - off-palette fraction, and the Fréchet
-distance on the shipped feature net: the paper's FID). Writes benchmarks/results/guidance_thresholding.csv
-and the trade-off plot benchmarks/guidance_thresholding.png, prints the table and a verdict
-computed from the numbers (paired differences: every cell shares captions, seeds and starting noise).
-The committed figures came from:
+Samples the shipped base model (data/checkpoints/base32.pt) for guidance scales w and thresholding
+methods from the same noise per seed (minimagen.evaluate.guidance_sweep), and scores caption alignment
+(the shapes detector, the paper's CLIP score) against detail (metrics.detail_scores: the shading kept
+inside the objects, and the fraction of object pixels pinned at +-1) and fidelity (off-palette pixels,
+Fréchet distance). Every cell of a phase shares captions, seeds and starting noise, so differences
+are paired per image. Three phases, run in this order:
 
-    MINIMAGEN_TEXT_ENCODER=tiny nice -n 10 env OMP_NUM_THREADS=1 python benchmarks/guidance_thresholding.py --n-captions 12 --seeds 0 1
+  select    choose dynamic thresholding's p and cap on SELECTION captions (a draw disjoint from the
+            evaluation captions): p in {0.9, 0.95, 0.995} x cap in {1.5, 2, 3, none} at w = 10 and 15.
+            Rule: the largest mean shading kept over w = 10 and 15 among settings whose alignment is
+            within 1 s.e. (paired) of static clipping's at both w. The choice is what
+            minimagen.diffusion's DYNAMIC_PERCENTILE / DYNAMIC_CAP hold.
+  evaluate  the table on the EVALUATION captions (train_curve.py's draw): w in {1, 3, 7.5, 10, 15}
+            x {none, static, the chosen dynamic setting, the same p uncapped (the paper's rule),
+            diffusers/DeepFloyd IF's p = 0.95 cap 1.5}, and the verdict of issue 12's "done when".
+  samplers  at w = 15, static vs the chosen setting with DDIM 10 / 25 / 50 and DDPM 50.
 
-(12 training + 12 held-out captions x 2 seeds = 48 images per cell, DDIM 25 steps). A quick look:
---n-captions 2 --seeds 0 --guidance 1 15 (a minute).
+    MINIMAGEN_TEXT_ENCODER=tiny python benchmarks/guidance_thresholding.py select --seeds 0
+    MINIMAGEN_TEXT_ENCODER=tiny python benchmarks/guidance_thresholding.py evaluate
+    MINIMAGEN_TEXT_ENCODER=tiny python benchmarks/guidance_thresholding.py samplers
+
+(12 training + 12 held-out captions x seeds 0, 1 = 48 images per cell, DDIM 25 steps unless the
+phase varies it; the selection ran with seed 0 only, 24 images per cell, to fit a 2-core session). Each phase writes benchmarks/results/guidance_thresholding_<phase>.csv; evaluate
+also writes the trade-off plot benchmarks/guidance_thresholding.png.
 """
 import argparse
+import os
+import platform
 import random
 import time
 from pathlib import Path
@@ -22,108 +35,153 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
+from minimagen import diffusion as D
 from minimagen.data import all_captions
-from minimagen.evaluate import save_rows, find_row, guidance_sweep, paired_difference, sweep_table
+from minimagen.evaluate import SCORES, find_row, guidance_sweep, paired_difference, save_rows, sweep_table
 from minimagen.imagen import load_cascade
 from minimagen.plot import tradeoff_plot
 
 HERE = Path(__file__).parent
-METHODS = ["none", "static", ("dynamic", 0.9), ("dynamic", 0.95), ("dynamic", 0.995)]
-COLUMNS = ["method", "thresholding", "percentile", "guidance_scale", "n_images", "alignment", "alignment_se",
-           "alignment_train", "alignment_held_out", "off_palette", "off_palette_se", "fidelity", "frechet",
-           "frechet_se", "raw_x0_max", "x0_max", "raw_x0_outside"]
+SAMPLER_CONFIGS = (("ddim", 10), ("ddim", 25), ("ddim", 50), ("ddpm", 50))
+COLUMNS = (["phase", "method", "thresholding", "percentile", "cap", "sampler", "steps", "guidance_scale", "n_images"]
+           + [f"{k}{e}" for k in SCORES for e in ("", "_se")]
+           + ["alignment_train", "alignment_held_out", "frechet", "frechet_se", "raw_x0_max", "x0_max", "raw_x0_outside"])
 
 
-def pick_captions(n: int) -> tuple[list[str], int]:
-    """n fixed training captions then n held-out ones (the same draw as train_curve.py)."""
-    rng = random.Random(0)
-    picked = {split: rng.sample(all_captions(split), n) for split in ("train", "held_out")}
+def pick_captions(n: int, draw: int = 0, exclude=()) -> tuple[list[str], int]:
+    """n training captions then n held-out ones; draw 0 is train_curve.py's (the evaluation set),
+    other draws skip the captions in `exclude` (a selection set disjoint from the evaluation set)."""
+    rng = random.Random(draw)
+    picked = {split: rng.sample([c for c in all_captions(split) if c not in set(exclude)], n)
+              for split in ("train", "held_out")}
     return picked["train"] + picked["held_out"], n
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
+    return f"{cpu}, {os.cpu_count()} cpus, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def diff(a, b, key):
     mean, se = paired_difference(a, b, key)
-    return f"{mean:+.3f} ± {se:.3f}"
+    return mean, se
 
 
-def verdict(rows, high_ws) -> list[str]:
-    """The questions of issue 6, answered from paired per-image differences (a - b, mean ± s.e.)."""
+def fmt(mean_se):
+    return f"{mean_se[0]:+.3f} ± {mean_se[1]:.3f}"
+
+
+def select(rows, ws) -> tuple[tuple, list[str]]:
+    """The selection rule (see the module docstring) -> (percentile, cap), and the lines explaining it."""
+    lines, ok = [], {}
+    for m in dict.fromkeys(r["method"] for r in rows if r["thresholding"] == "dynamic"):
+        align = [diff(find_row(rows, m, w), find_row(rows, "static", w), "alignment") for w in ws]
+        shading = sum(find_row(rows, m, w)["shading"] for w in ws) / len(ws)
+        keeps = all(mean >= -se for mean, se in align)
+        r = find_row(rows, m, ws[0])
+        ok[(r["percentile"], r["cap"])] = (shading, keeps)
+        lines.append(f"  {m:<26} shading kept (mean over w) {shading:.3f}; alignment vs static "
+                     + ", ".join(f"w={w:g}: {fmt(a)}" for w, a in zip(ws, align)) + ("" if keeps else "  (excluded)"))
+    eligible = {k: v for k, v in ok.items() if v[1]} or ok
+    choice = max(eligible, key=lambda k: eligible[k][0])
+    lines.append(f"CHOSEN: p = {choice[0]:g}, cap = {choice[1]}")
+    return choice, lines
+
+
+def verdict(rows, chosen: str, high_ws) -> list[str]:
+    """Issue 12's 'done when', answered from paired per-image differences (a - b, mean ± s.e.)."""
     lines, ws = [], sorted({r["guidance_scale"] for r in rows})
-    low = ws[0]
-    labels = list(dict.fromkeys(r["method"] for r in rows))
-    dynamic = [m for m in labels if m.startswith("dynamic")]
-    lines.append(f"fidelity lost from w = {low:g} to high w (off-palette at high w minus at w = {low:g}, same noise):")
-    for m in labels:
-        lines.append(f"  {m:<18}" + "   ".join(f"w={w:g}: {diff(find_row(rows, m, w), find_row(rows, m, low), 'off_palette')}"
-                                             for w in high_ws))
     for w in high_ws:
-        lines.append(f"at w = {w:g}, dynamic minus static / minus none (negative off-palette = dynamic cleaner):")
-        for m in dynamic:
-            a = find_row(rows, m, w)
-            parts = [f"off-palette vs {ref}: {diff(a, find_row(rows, ref, w), 'off_palette')}" for ref in ("static", "none")]
-            parts += [f"alignment vs {ref}: {diff(a, find_row(rows, ref, w), 'alignment')}" for ref in ("static", "none")]
-            lines.append(f"  {m:<18}" + "; ".join(parts))
-    # Summary: does some dynamic p keep fidelity at the highest w where static / none lose it?
-    w = high_ws[-1]
-
-    def worse(a, b):  # a's off-palette significantly (2 s.e.) above b's
-        mean, se = paired_difference(a, b, "off_palette")
-        return mean > 2 * se and mean > 0
-    lost = {m: worse(find_row(rows, m, w), find_row(rows, m, low)) for m in labels}
-    better = [m for m in dynamic if all(not worse(find_row(rows, m, w), find_row(rows, r, w))
-                                        and worse(find_row(rows, r, w), find_row(rows, m, w)) for r in ("static", "none"))]
-    lines.append(f"VERDICT at w = {w:g}: fidelity significantly lost (vs w = {low:g}, > 2 s.e.) by: "
-                 f"{', '.join(m for m in labels if lost[m]) or 'none of the methods'}; kept by: "
-                 f"{', '.join(m for m in labels if not lost[m]) or 'none of the methods'}.")
-    lines.append(f"  dynamic settings significantly cleaner than BOTH static and none at w = {w:g}: "
-                 f"{', '.join(better) or 'none'}")
-    best = max(rows, key=lambda r: r["alignment"] - r["off_palette"])
-    lines.append(f"  best single cell by alignment - off-palette: {best['method']} at w = {best['guidance_scale']:g} "
-                 f"(alignment {best['alignment']:.3f} ± {best['alignment_se']:.3f}, off-palette "
-                 f"{best['off_palette']:.4f} ± {best['off_palette_se']:.4f})")
+        a, st, no = (find_row(rows, m, w) for m in (chosen, "static", "none"))
+        sh, al = diff(a, st, "shading"), diff(a, st, "alignment")
+        lo, hi = sh[0] - 1.96 * sh[1], sh[0] + 1.96 * sh[1]
+        lines.append(f"w = {w:g}: {chosen} minus static: shading kept {fmt(sh)} (95% CI [{lo:+.3f}, {hi:+.3f}]: "
+                     f"{'excludes 0' if lo > 0 or hi < 0 else 'includes 0'}), pinned {fmt(diff(a, st, 'pinned'))}, "
+                     f"alignment {fmt(al)} ({'not worse' if al[0] >= -al[1] else 'WORSE'} within 1 s.e.)")
+        methods = list(dict.fromkeys(r["method"] for r in rows))
+        worst = {k: min(methods, key=lambda m: find_row(rows, m, w)[k] * (-1 if k in ("off_palette", "pinned") else 1))
+                 for k in ("alignment", "shading", "off_palette")}
+        lines.append(f"         worst method by alignment: {worst['alignment']}; by shading kept: {worst['shading']}; "
+                     f"by off-palette: {worst['off_palette']}; none minus static alignment {fmt(diff(no, st, 'alignment'))}")
+    for m in (chosen, "static"):
+        best = max(ws, key=lambda w: find_row(rows, m, w)["alignment"])
+        gain = diff(find_row(rows, m, best), find_row(rows, m, ws[0]), "alignment")
+        lines.append(f"{m}: alignment w = {ws[0]:g} -> best w = {best:g}: {fmt(gain)} "
+                     f"({gain[0] / max(gain[1], 1e-9):.1f} s.e.)")
     return lines
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("phase", choices=["select", "evaluate", "samplers"])
     p.add_argument("--checkpoint", default="data/checkpoints/base32.pt")
     p.add_argument("--n-captions", type=int, default=12, help="training captions, and as many held-out ones")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--guidance", type=float, nargs="+", default=[1, 2, 3, 5, 7.5, 10, 15])
-    p.add_argument("--steps", type=int, default=25, help="DDIM steps")
-    p.add_argument("--no-frechet", action="store_true", help="skip the Fréchet distance (it costs ~1 s in all)")
-    p.add_argument("--out", default=str(HERE / "results" / "guidance_thresholding.csv"))
-    p.add_argument("--plot", default=str(HERE / "guidance_thresholding.png"))
+    p.add_argument("--guidance", type=float, nargs="+", default=None, help="default: the phase's")
+    p.add_argument("--steps", type=int, default=25, help="DDIM steps (select, evaluate)")
+    p.add_argument("--percentile", type=float, default=D.DYNAMIC_PERCENTILE, help="the chosen p (evaluate, samplers)")
+    p.add_argument("--cap", type=float, default=D.DYNAMIC_CAP, help="the chosen cap, 0 = none (evaluate, samplers)")
+    p.add_argument("--results", default=str(HERE / "results"))
     args = p.parse_args()
     start = time.time()
     model = load_cascade([args.checkpoint])
-    captions, n_train = pick_captions(args.n_captions)
+    evaluation, n_train = pick_captions(args.n_captions, draw=0)
+    captions = pick_captions(args.n_captions, draw=1, exclude=evaluation)[0] if args.phase == "select" else evaluation
     n_images = len(captions) * len(args.seeds)
-    print(f"{len(captions)} captions ({n_train} training, {len(captions) - n_train} held-out) x seeds {args.seeds} "
-          f"= {n_images} images per cell; DDIM {args.steps} steps", flush=True)
+    cap = None if args.cap <= 0 else args.cap
+    chosen = ("dynamic", args.percentile, cap)
+    print(f"{machine()}; phase {args.phase}: {len(captions)} {'selection' if args.phase == 'select' else 'evaluation'} "
+          f"captions ({n_train} training, {n_train} held-out) x seeds {args.seeds} = {n_images} images per cell", flush=True)
 
     def progress(done, total, row):
         print(f"[{done}/{total}] {row['method']} w={row['guidance_scale']:g}: alignment {row['alignment']:.3f}, "
-              f"off-palette {row['off_palette']:.4f} ({time.time() - start:.0f} s)", flush=True)
+              f"shading {row['shading']:.3f}, pinned {row['pinned']:.3f} ({time.time() - start:.0f} s)", flush=True)
 
-    rows = guidance_sweep(model, captions, args.guidance, methods=METHODS, seeds=args.seeds, steps=args.steps,
-                          frechet=not args.no_frechet, progress=progress)
-    for r in rows:
-        r["n_images"] = n_images
-        r["alignment_train"] = r["scores"]["alignment"][:, :n_train].mean().item()
-        r["alignment_held_out"] = r["scores"]["alignment"][:, n_train:].mean().item()
-    save_rows(rows, args.out, COLUMNS)
-    frechet = not args.no_frechet
-    fig, axes = plt.subplots(1, 2 if frechet else 1, figsize=(11 if frechet else 5.5, 4), squeeze=False)
-    tradeoff_plot(rows, "fidelity", ax=axes[0, 0], title=f"base32, DDIM {args.steps}: off-palette fidelity "
-                                                          f"({n_images} images per point)")
-    if frechet:
-        tradeoff_plot(rows, "frechet", ax=axes[0, 1], title="Fréchet distance (mean ± s.e. over seeds)")
-    fig.savefig(args.plot, dpi=110)
-    print(sweep_table(rows))
-    high = [w for w in args.guidance if w >= 10] or [max(args.guidance)]
-    print("\n".join(verdict(rows, high)))
-    print(f"wrote {args.out} and {args.plot}; {n_images} images per cell; runtime {time.time() - start:.0f} s")
+    def sweep(methods, ws, **kw):
+        rows = guidance_sweep(model, captions, ws, methods=methods, seeds=args.seeds, progress=progress, **kw)
+        for r in rows:
+            r.update(phase=args.phase, n_images=n_images, sampler=kw.get("sampler", "ddim"), steps=kw.get("steps", args.steps),
+                     alignment_train=r["scores"]["alignment"][:, :n_train].mean().item(),
+                     alignment_held_out=r["scores"]["alignment"][:, n_train:].mean().item())
+        return rows
+
+    if args.phase == "select":
+        ws = args.guidance or [10, 15]
+        methods = ["none", "static"] + [("dynamic", pp, c) for pp in (0.9, 0.95, 0.995) for c in (1.5, 2.0, 3.0, None)]
+        rows = sweep(methods, ws, steps=args.steps)
+        print(sweep_table(rows))
+        choice, lines = select(rows, ws)
+        print("\n".join(lines))
+    elif args.phase == "evaluate":
+        ws = args.guidance or [1, 3, 7.5, 10, 15]
+        methods = list(dict.fromkeys(["none", "static", chosen, ("dynamic", args.percentile, None), ("dynamic", 0.95, 1.5)]))
+        rows = sweep(methods, ws, steps=args.steps, frechet=True)
+        print(sweep_table(rows))
+        label = find_row(rows, chosen, ws[0])["method"]
+        print("\n".join(verdict(rows, label, [w for w in ws if w >= 10] or [max(ws)])))
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+        tradeoff_plot(rows, "shading", ax=axes[0], title=f"base32, DDIM {args.steps}: shading kept ({n_images} images per point)")
+        tradeoff_plot(rows, "fidelity", ax=axes[1], title="off-palette fidelity")
+        fig.savefig(HERE / "guidance_thresholding.png", dpi=110)
+    else:
+        ws = args.guidance or [15]
+        rows = []
+        for sampler, steps in SAMPLER_CONFIGS:
+            part = sweep(["static", chosen], ws, steps=steps, sampler=sampler)
+            for r in part:
+                r["method"] = f"{r['method']} | {sampler} {steps}"
+            rows += part
+        print(sweep_table(rows))
+        for sampler, steps in SAMPLER_CONFIGS:
+            for w in ws:
+                a = next(r for r in rows if r["method"].endswith(f"| {sampler} {steps}") and r["thresholding"] == "dynamic"
+                         and r["guidance_scale"] == w)
+                b = next(r for r in rows if r["method"] == f"static | {sampler} {steps}" and r["guidance_scale"] == w)
+                print(f"{sampler} {steps:>3}, w = {w:g}: chosen minus static: shading {fmt(diff(a, b, 'shading'))}, "
+                      f"alignment {fmt(diff(a, b, 'alignment'))}")
+    out = save_rows(rows, Path(args.results) / f"guidance_thresholding_{args.phase}.csv", COLUMNS)
+    print(f"wrote {out}; {n_images} images per cell; runtime {time.time() - start:.0f} s; {machine()}")
 
 
 if __name__ == "__main__":

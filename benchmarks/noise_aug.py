@@ -31,7 +31,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from minimagen import metrics
+from minimagen import diffusion as D, metrics
 from minimagen.data import all_captions, from_uint8, render
 from minimagen.evaluate import save_rows, _mean_se, aug_level_sweep, paired_difference, score_images
 from minimagen.imagen import load_cascade, resize
@@ -70,7 +70,8 @@ def main():
     p.add_argument("--levels", type=float, nargs="+", default=[0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0])
     p.add_argument("--real-levels", type=float, nargs="+", default=[0, 0.2], help="levels for real low-res inputs")
     p.add_argument("--guidance", type=float, default=3.0, help="for the base and the SR stage")
-    p.add_argument("--percentile", type=float, default=0.995, help="dynamic thresholding of the base stage")
+    p.add_argument("--percentile", type=float, default=D.DYNAMIC_PERCENTILE, help="dynamic thresholding of the base stage")
+    p.add_argument("--cap", type=float, default=D.DYNAMIC_CAP, help="its cap on s (0 = none)")
     p.add_argument("--steps", type=int, default=25, help="DDIM steps, both stages")
     p.add_argument("--out", default=str(HERE / "results" / "noise_aug.csv"))
     p.add_argument("--plot", default=str(HERE / "noise_aug.png"))
@@ -83,7 +84,7 @@ def main():
           f"per cell; load average {os.getloadavg()[0]:.2f}", flush=True)
 
     base = load_cascade([args.base])
-    low = base.sample(captions, guidance_scale=args.guidance, thresholding="dynamic", percentile=args.percentile,
+    low = base.sample(captions, guidance_scale=args.guidance, thresholding="dynamic", percentile=args.percentile, cap=args.cap or None,
                       steps=args.steps, seed=0, stages=1).cpu()  # [B, 3, 32, 32]
     b = score_images(low[None], captions)
     print(f"base 32 px samples: alignment {b['alignment']:.3f} ± {b['alignment_se']:.3f}, off-palette "

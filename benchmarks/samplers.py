@@ -101,7 +101,8 @@ def main():
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--guidance", type=float, default=3.0)
     p.add_argument("--thresholding", default="dynamic")
-    p.add_argument("--percentile", type=float, default=0.95)
+    p.add_argument("--percentile", type=float, default=diffusion.DYNAMIC_PERCENTILE)
+    p.add_argument("--cap", type=float, default=diffusion.DYNAMIC_CAP, help="dynamic thresholding's cap on s (0 = none)")
     p.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, help="sampler:steps (skipped if the sampler is missing)")
     p.add_argument("--reference", default="ddim:25", help="the row paired differences are taken from")
     p.add_argument("--out", default=str(HERE / "results" / "samplers.csv"))
@@ -112,7 +113,7 @@ def main():
     if args.from_csv:
         rows = read_csv(args.out)
         ref = next((r for r in rows if f"{r['sampler']}:{r['steps']}" == args.reference), rows[0])
-        plot(rows, args.plot, f"base32, w = {args.guidance:g}, {args.thresholding} p={args.percentile:g}: "
+        plot(rows, args.plot, f"base32, w = {args.guidance:g}, {args.thresholding} p={args.percentile:g} cap={args.cap:g}: "
                               f"{rows[0]['n_images']} images per point, error bars: s.e.")
         return print_table(rows, ref)
     model = load_cascade([args.checkpoint])
@@ -122,7 +123,7 @@ def main():
     missing = sorted({s for s, _ in configs if s not in diffusion.SAMPLERS})
     configs = [(s, n) for s, n in configs if s in diffusion.SAMPLERS]
     print(f"{len(captions)} captions x seeds {args.seeds} = {n_images} images per sampler (batch {len(captions)}); "
-          f"w = {args.guidance:g}, {args.thresholding} p={args.percentile:g}; torch threads {torch.get_num_threads()}; "
+          f"w = {args.guidance:g}, {args.thresholding} p={args.percentile:g} cap={args.cap:g}; torch threads {torch.get_num_threads()}; "
           f"{load()}" + (f"; samplers not in this minimagen, skipped: {missing}" if missing else ""), flush=True)
     model.sample(captions[:2], guidance_scale=args.guidance, steps=2, stages=1)  # warm-up (allocations, caches)
     rows = []
@@ -130,7 +131,7 @@ def main():
         wall, cpu, images = time.perf_counter(), time.process_time(), []
         for seed in args.seeds:
             images.append(model.sample(captions, guidance_scale=args.guidance, thresholding=args.thresholding,
-                                       percentile=args.percentile, steps=steps, sampler=sampler, seed=seed, stages=1).cpu())
+                                       percentile=args.percentile, cap=args.cap or None, steps=steps, sampler=sampler, seed=seed, stages=1).cpu())
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         images = torch.stack(images)  # [S, B, 3, H, W]
         row = dict(sampler=sampler, steps=steps, nfe=nfe(sampler, steps), n_images=n_images, batch=len(captions),
@@ -146,7 +147,7 @@ def main():
         for key in ("alignment", "off_palette"):
             row[f"d_{key}"], row[f"d_{key}_se"] = paired_difference(row, ref, key)
     save_rows(rows, args.out, COLUMNS)
-    title = (f"base32, w = {args.guidance:g}, {args.thresholding} p={args.percentile:g}: {n_images} images per point, "
+    title = (f"base32, w = {args.guidance:g}, {args.thresholding} p={args.percentile:g} cap={args.cap:g}: {n_images} images per point, "
              "error bars: s.e.")
     plot(rows, args.plot, title)
     print_table(rows, ref)

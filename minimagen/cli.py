@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from .diffusion import DYNAMIC_CAP, DYNAMIC_PERCENTILE
 from .errors import MinimagenError
 
 DEMO_CAPTIONS = ["a large red circle", "a small teal square", "a large orange triangle", "a green circle above a pink square",
@@ -46,7 +47,7 @@ def cmd_sample(args):
     from .plot import save_grid
     model = load_cascade(args.checkpoints, device=args.device)
     images = model.sample(args.captions, guidance_scale=args.guidance, thresholding=args.thresholding,
-                          percentile=args.percentile, steps=args.steps, sampler=args.sampler, seed=args.seed,
+                          percentile=args.percentile, cap=None if args.cap <= 0 else args.cap, steps=args.steps, sampler=args.sampler, seed=args.seed,
                           lowres_aug_level=args.aug_level)
     print(f"wrote {save_grid(images, args.out, captions=args.captions)}")
 
@@ -96,7 +97,9 @@ def cmd_build_tiny_t5(args):
 
 def cmd_train_feature_net(args):
     from .metrics import train_feature_net
-    print(f"wrote {train_feature_net(seed=args.seed)}")
+    from .metrics import FEATURE_NET_PATH
+    train_feature_net(FEATURE_NET_PATH, seed=args.seed)
+    print(f"wrote {FEATURE_NET_PATH}")
 
 
 def main(argv=None):
@@ -119,7 +122,8 @@ def main(argv=None):
     p.add_argument("--captions", nargs="+", required=True)
     p.add_argument("--guidance", type=float, default=3.0)
     p.add_argument("--thresholding", default="dynamic", help="none, static or dynamic")
-    p.add_argument("--percentile", type=float, default=0.995)
+    p.add_argument("--percentile", type=float, default=DYNAMIC_PERCENTILE, help="dynamic thresholding's percentile p")
+    p.add_argument("--cap", type=float, default=DYNAMIC_CAP, help="dynamic thresholding's ceiling on s (0 = no cap)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--sampler", default="ddim", help="ddim or ddpm")
     p.add_argument("--seed", type=int, default=0)

@@ -26,6 +26,7 @@ from .errors import MinimagenError
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 RENDER_SIZE = 256  # draw here, then box-filter down: antialiased edges, identical geometry at every size
+SHADE_SIZE = 128   # objects are shaded at 128 px (or the image size if larger) and box-filtered down too
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 # Half-width of an object as a fraction of the image side. "small" stays >= 9 px wide at 32 px, so a
 # circle, a square and a triangle are still tellable; "large" is about twice that, so size is obvious.
@@ -74,6 +75,31 @@ def all_captions(split: str = "all", spec: dict | None = None) -> list[str]:
     return [c for c in captions if is_held_out(c, spec) == keep_held_out]
 
 
+def paraphrase_captions(n: int, seed: int = 0, split: str = "all") -> list[tuple[str, str]]:
+    """n (paraphrase, caption) pairs: a caption of the grammar with every colour, shape, size and relation
+    replaced by a synonym that training never shows ("a large red circle" -> "a big crimson ball",
+    data/shapes.json "paraphrases"). The detector scores a sample of the paraphrase against the caption:
+    does the text encoder know that crimson is red? Half one-object, half two-object captions."""
+    spec = load_spec()
+    words = {k: v for k, v in spec["paraphrases"].items() if not k.startswith("_")}
+    rng = np.random.default_rng(seed)
+    captions = all_captions(split, spec)
+    groups = [[c for c in captions if len(c.split()) == 4], [c for c in captions if len(c.split()) > 4]]
+    out = []
+    for i in range(n):
+        caption = groups[i % 2][rng.integers(len(groups[i % 2]))]
+        objects, relation = parse_caption(caption)
+        pick = lambda w: words[w][rng.integers(len(words[w]))]
+        if relation is None:
+            o = objects[0]
+            text = f"{pick(o['size'])} {pick(o['color'])} {pick(o['shape'])}"
+        else:
+            a, b = ((pick(o["color"]), pick(o["shape"])) for o in objects)
+            text = f"{a[0]} {a[1]} {pick(relation)} {article(b[0])} {b[0]} {b[1]}"
+        out.append((f"{article(text)} {text}", caption))
+    return out
+
+
 @lru_cache(maxsize=1)
 def _grammar() -> frozenset[str]:
     return frozenset(all_captions("all"))
@@ -97,9 +123,10 @@ def make_scene(caption: str, seed=0) -> dict:
     Positions/sizes are fractions of the image side; centre is (x, y) with y pointing down.
     """
     spec, rng = load_spec(), np.random.default_rng(seed)
-    objects, relation = parse_caption(caption, spec)
+    objects, relation = parse_caption(caption)  # the cached grammar: no spec argument
     bg, jitter = spec["background"], spec["background"]["jitter"]
-    tones = [np.clip(np.array(bg[k], float) + rng.uniform(-jitter, jitter, 3), 0, 255).round().tolist()
+    # neutral greys, each tone's brightness jittered (all channels alike: a grey carries no hue)
+    tones = [np.clip(np.array(bg[k], float) + rng.uniform(-jitter, jitter), 0, 255).round().tolist()
              for k in ("top", "bottom")]
     if relation is None:  # large objects stay near the middle so they never touch the border
         spread = 0.04 if objects[0]["size"] == "large" else 0.2
@@ -134,17 +161,51 @@ def _unit_gradient(angle_deg: int, size: int) -> np.ndarray:
     return (0.5 + ramp / (math.cos(a) + abs(math.sin(a))))[..., None].astype(np.float32)  # corners: 0 and 1
 
 
+# Lit solids. Every object is shaded as a dome over its outline, lit from the upper left (a fixed
+# light, so an object's shading pattern depends on its shape and size only, never on where it is):
+#     k = KMIN + (KMAX - KMIN) * max(0, n.L)      Lambert: the light side KMAX, the shadow side KMIN
+#     t = SPECULAR * max(0, n.H)^SHININESS        Blinn-Phong highlight, H halfway between L and the viewer
+#     pixel = (1 - t) * k * colour + t * white
+# Both terms move a colour along its own hue (scaling it, mixing it with white), and the background is
+# neutral grey, so hue alone still names an object's colour exactly (metrics.detect). Inside one object
+# a channel spans ~2.5x in value (e.g. red's R from 100 to 230): the detail inside an image that static
+# clipping flattens at high guidance and dynamic thresholding keeps [Imagen Sec. 2.3].
+LIGHT = np.array([-0.55, -0.65, 0.52]) / np.linalg.norm([-0.55, -0.65, 0.52])  # x right, y down, z to the viewer
+HALFWAY = (LIGHT + [0, 0, 1]) / np.linalg.norm(LIGHT + [0, 0, 1])
+KMIN, KMAX, SPECULAR, SHININESS = 0.45, 1.05, 0.5, 24
+
+
+def _dome_radius(obj: dict) -> float:
+    """Radius (fraction of the side) of the dome whose normals shade the object: it covers the outline."""
+    return obj["half_size"] * {"circle": 1.0, "square": math.sqrt(2), "triangle": math.sqrt(7) / 2}[obj["shape"]]
+
+
+def shading(obj: dict, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(k, t) [size, size, 1] each: the object's diffuse factor and highlight weight at every pixel centre."""
+    c = (np.arange(size) + 0.5) / size
+    (cx, cy), radius = obj["center"], _dome_radius(obj)
+    u, v = (c[None, :] - cx) / radius, (c[:, None] - cy) / radius  # [1,size], [size,1]: dome coordinates
+    r2 = np.minimum(u**2 + v**2, 1.0)  # antialiased edge pixels can sit just outside the dome
+    n = np.stack(np.broadcast_arrays(u, v, np.sqrt(1.0 - r2)), -1)  # outward normal of the unit dome
+    n /= np.linalg.norm(n, axis=-1, keepdims=True)
+    k = KMIN + (KMAX - KMIN) * np.maximum(n @ LIGHT, 0.0)
+    t = SPECULAR * np.maximum(n @ HALFWAY, 0.0) ** SHININESS
+    return k[..., None].astype(np.float32), t[..., None].astype(np.float32)
+
+
 def render_scene(scene: dict, size: int = 32) -> np.ndarray:
     """Draw a scene: uint8 array [size, size, 3].
 
-    Each object's coverage mask is drawn at RENDER_SIZE and box-filtered to `size` (exact area
-    antialiasing), then alpha-blended over the background ramp evaluated at `size` (a linear ramp's
-    box average is its value at the pixel centre). Same result as drawing everything at RENDER_SIZE
-    and downsampling, but ~10x faster: no full-resolution RGB image is ever made.
+    Each object's coverage mask is drawn at RENDER_SIZE and box-filtered to SHADE_SIZE (exact area
+    antialiasing), shaded there (see `shading`), and coverage and coloured coverage are box-filtered
+    to `size`; then it is alpha-blended over the background ramp (a linear ramp's box average is its
+    value at the pixel centre). So 32, 64 and 128 px agree as box-filtered versions of one picture,
+    and no RGB image larger than SHADE_SIZE is ever made.
     """
     if not 8 <= int(size) <= RENDER_SIZE:
         raise MinimagenError(f"Image size {size} is out of range; use a size between 8 and {RENDER_SIZE} px.")
     size, colors = int(size), load_spec()["colors"]
+    sub = size * max(1, SHADE_SIZE // size) if SHADE_SIZE % size == 0 else size  # shading sampled at SHADE_SIZE
     top, bottom = (np.array(t, np.float32) for t in scene["background"])
     img = top + (bottom - top) * _unit_gradient(round(scene["gradient_angle"]), size)
     for obj in scene["objects"]:
@@ -156,10 +217,14 @@ def render_scene(scene: dict, size: int = 32) -> np.ndarray:
                           (cx + s) * RENDER_SIZE, (cy + s) * RENDER_SIZE], fill=255)
         else:
             draw.polygon(_outline(obj, RENDER_SIZE), fill=255)
-        if size != RENDER_SIZE:
-            mask = mask.resize((size, size), Image.BOX)
-        cover = np.asarray(mask, np.float32)[..., None] / 255
-        img = img * (1 - cover) + np.array(colors[obj["color"]], np.float32) * cover
+        if sub != RENDER_SIZE:
+            mask = mask.resize((sub, sub), Image.BOX)
+        cover = np.asarray(mask, np.float32)[..., None] / 255  # [sub, sub, 1]
+        k, t = shading(obj, sub)
+        color = (1 - t) * k * np.array(colors[obj["color"]], np.float32) + t * 255
+        f = sub // size  # box-filter coverage and coverage-weighted colour down to `size`
+        cover, paint = (a.reshape(size, f, size, f, -1).mean((1, 3)) for a in (cover, cover * color))
+        img = img * (1 - cover) + paint
     return img.round().astype(np.uint8)
 
 

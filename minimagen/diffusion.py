@@ -141,33 +141,57 @@ def static_threshold(x0):
     return check_tensor(x0, "x0").clamp(-1.0, 1.0)
 
 
-def dynamic_threshold(x0, percentile: float = 0.995):
+# Defaults chosen by the sweep in benchmarks/guidance_thresholding.py (benchmarks/README.md): see there.
+DYNAMIC_PERCENTILE = 0.995
+DYNAMIC_CAP = 1.5
+
+
+def _check_dynamic_args(percentile, cap):
+    if not (isinstance(percentile, numbers.Real) and not isinstance(percentile, bool) and 0.0 < percentile <= 1.0):
+        raise MinimagenError(f"percentile must be in (0, 1], got {percentile!r}: {DYNAMIC_PERCENTILE} is a good default.")
+    if cap is not None and not (isinstance(cap, numbers.Real) and not isinstance(cap, bool) and 1.0 <= cap < math.inf):
+        raise MinimagenError(f"cap must be None (no cap) or a number >= 1, got {cap!r}: {DYNAMIC_CAP} is a good default.")
+
+
+def dynamic_threshold_scale(x0, percentile: float = DYNAMIC_PERCENTILE, cap: float | None = DYNAMIC_CAP):
+    """s [B] of dynamic thresholding: the percentile of |x_0| over each sample's pixels, at least 1,
+    at most `cap` (None: no cap)."""
+    _check_dynamic_args(percentile, cap)
+    flat = check_tensor(x0, "x0", min_dim=1).detach().reshape(x0.shape[0], -1).abs().float()  # float32, also under bf16
+    return torch.quantile(flat, float(percentile), dim=1).clamp(min=1.0, max=cap)
+
+
+def dynamic_threshold(x0, percentile: float = DYNAMIC_PERCENTILE, cap: float | None = DYNAMIC_CAP):
     """Dynamic thresholding [Imagen Sec. 2.3, Fig. A.31 / Algorithm "dynamic thresholding"]:
-        s = percentile of |x_0| over each sample's pixels;  s = max(s, 1);  x_0 = clip(x_0, -s, s) / s.
+        s = percentile of |x_0| over each sample's pixels;  s = min(max(s, 1), cap);  x_0 = clip(x_0, -s, s) / s.
     Pixels that guidance pushed past the data range are pulled back *together* (divided by s)
     instead of all being squashed to +-1, so their differences survive; samples already inside
     [-1, 1] are untouched (s = 1). Per sample: one outlier image does not rescale the others.
+
+    The cap is diffusers' `sample_max_value` (DeepFloyd IF: 1.5 at p = 0.95; imagen-pytorch has none).
+    Without it, at high guidance the first steps' x_0 reaches |x_0| ~ 15, s ~ 15, and the whole image
+    is divided by 15: a grey x_0, from which the next step's prediction is again extrapolated far out,
+    divided again... the sampler never recovers (notebook 06 plots s per step). With a cap, pixels
+    beyond cap are clipped, the rest divided by at most cap: detail inside [-cap, cap] survives.
+    cap = 1 is static clipping; cap = None is the paper's uncapped rule.
     p = 0.995 is diffusers' default; imagen-pytorch uses 0.95 (it was 0.9), MinImagen 0.9."""
-    if not (isinstance(percentile, numbers.Real) and not isinstance(percentile, bool) and 0.0 < percentile <= 1.0):
-        raise MinimagenError(f"percentile must be in (0, 1], got {percentile!r}: 0.995 is a good default.")
+    _check_dynamic_args(percentile, cap)
     if check_tensor(x0, "x0", min_dim=1).numel() == 0:
         return x0  # nothing to rescale (quantile of nothing is undefined)
-    flat = x0.detach().reshape(x0.shape[0], -1).abs().float()  # quantile in float32, also under bf16
-    s = torch.quantile(flat, float(percentile), dim=1).clamp(min=1.0)
-    s = _bcast(s, x0)
+    s = _bcast(dynamic_threshold_scale(x0, percentile, cap), x0)
     return x0.clamp(-s, s) / s
 
 
 THRESHOLDING = ("none", "static", "dynamic")
 
 
-def threshold(x0, method: str = "dynamic", percentile: float = 0.995):
+def threshold(x0, method: str = "dynamic", percentile: float = DYNAMIC_PERCENTILE, cap: float | None = DYNAMIC_CAP):
     """Apply one of Imagen's three choices to a predicted x_0."""
     if check_choice(method, THRESHOLDING, "thresholding") == "none":
         return check_tensor(x0, "x0")
     if method == "static":
         return static_threshold(x0)
-    return dynamic_threshold(x0, percentile)
+    return dynamic_threshold(x0, percentile, cap)
 
 
 # ---------------------------------------------------------------- classifier-free guidance
@@ -284,18 +308,19 @@ def _check_sampling_args(shape, objective, eta):
 
 @torch.no_grad()
 def sample_loop(model_fn, shape, steps=50, sampler="ddim", objective="eps", thresholding="dynamic",
-                percentile=0.995, schedule="cosine", eta=0.0, generator=None, device="cpu", callback=None):
+                percentile=DYNAMIC_PERCENTILE, schedule="cosine", eta=0.0, generator=None, device="cpu", callback=None,
+                cap=DYNAMIC_CAP):
     """Generate [B, C, H, W] images in [-1, 1] from pure noise.
 
     model_fn(x_t, log_snr [B]) -> network prediction (already guided: see classifier_free_guidance).
-    At every step the predicted x_0 is thresholded (none / static / dynamic) before the step
-    [Imagen Sec. 2.3]. The last step returns that x_0 itself. Noise is drawn on the CPU from
+    At every step the predicted x_0 is thresholded (none / static / dynamic with percentile and cap)
+    before the step [Imagen Sec. 2.3]. The last step returns that x_0 itself. Noise is drawn on the CPU from
     `generator`, so a seed gives the same noise on every device.
     callback(i, log_snr, x_t, x0_raw, x0) is called at every step (for trajectories and plots).
     sampler "karras": Heun's method on Karras et al.'s sigmas (karras_loop): 2 * steps - 1 model calls,
     deterministic (eta is ignored)."""
     check_choice(sampler, SAMPLERS, "sampler")
-    threshold(torch.zeros(1, 1), thresholding, percentile)  # validate the names before any work
+    threshold(torch.zeros(1, 1), thresholding, percentile, cap)  # validate the names before any work
     _check_sampling_args(shape, objective, eta)
 
     def randn():
@@ -303,7 +328,7 @@ def sample_loop(model_fn, shape, steps=50, sampler="ddim", objective="eps", thre
 
     def denoise(x, log_snr):  # the network's x_0 prediction, raw and thresholded
         x0_raw = prediction_to_x0(objective, model_fn(x, log_snr).float(), x, log_snr)
-        return x0_raw, threshold(x0_raw, thresholding, percentile)
+        return x0_raw, threshold(x0_raw, thresholding, percentile, cap)
 
     log_snrs = sampling_log_snrs(steps, schedule, device)
     if sampler == "karras":  # steps = sigma intervals, 2 * steps - 1 model calls (see karras_loop)

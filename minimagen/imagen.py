@@ -161,13 +161,14 @@ class Imagen(nn.Module):
         return model_fn
 
     @torch.no_grad()
-    def sample(self, captions, guidance_scale=3.0, thresholding="dynamic", percentile=0.995, steps=50,
+    def sample(self, captions, guidance_scale=3.0, thresholding="dynamic", percentile=D.DYNAMIC_PERCENTILE, steps=50,
                sampler="ddim", seed=0, stages=None, lowres_images=None, lowres_aug_level=0.2,
-               return_all_stages=False, bf16=False, callback=None):
+               return_all_stages=False, bf16=False, callback=None, cap=D.DYNAMIC_CAP):
         """Caption(s) -> images in [-1, 1]: the base stage from noise, then each SR stage from the
         stage before, its input noise-augmented at lowres_aug_level (0 = clean, 1 = pure noise).
         stages: how many stages to run (default all). lowres_images: the input of an SR-only cascade.
-        steps / sampler / thresholding / percentile apply to every stage. Returns the last stage's
+        steps / sampler / thresholding / percentile / cap apply to every stage (cap: the dynamic
+        threshold's ceiling on s, diffusers' sample_max_value; None = uncapped, as in the paper). Returns the last stage's
         [B, 3, H, W], or the list of every stage's images with return_all_stages."""
         # `0 <= x` is False for NaN and a TypeError for a string: check the type first
         if not (isinstance(guidance_scale, numbers.Real) and 0 <= guidance_scale < math.inf):
@@ -205,7 +206,7 @@ class Imagen(nn.Module):
             model_fn = self.guided_model_fn(self.unets[k], embeds, mask, guidance_scale, lowres, aug_log_snr)
             with autocast(dev, use_bf16):
                 images = D.sample_loop(model_fn, (B, 3, size, size), steps, sampler, self.objective, thresholding,
-                                       percentile, self.schedule, generator=g, device=dev, callback=callback)
+                                       percentile, self.schedule, generator=g, device=dev, callback=callback, cap=cap)
             images = images.float().clamp(-1, 1)
             outputs.append(images)
         return outputs if return_all_stages else outputs[-1]

@@ -15,22 +15,23 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import data
 from .data import DATA_DIR, ShapesDataset, load_spec, parse_caption
 from .errors import MinimagenError
 
+LAM_ON = 0.2  # chroma, as a fraction of the colour's own, that makes a pixel part of an object
 MIN_AREA = 0.005  # objects smaller than this fraction of the image are noise, not objects
 TRIANGLE_MOMENT, SQUARE_MOMENT = 0.3, 0.2  # thresholds half-way between ~0 and the ideal 0.65 / 0.43
 AREA_FACTOR = {"circle": math.pi, "square": 4.0, "triangle": math.sqrt(3)}  # area / half_size^2
 LARGE = 0.22  # half-width (fraction of image side): small shapes are 0.13-0.17, large 0.27-0.31
-OFF_PALETTE = 40.0  # 0-255 units: farther than this from every real colour (or a blend) is off-palette
+OFF_PALETTE = 30.0  # 0-255 units: farther than this from every real colour (or a blend) is off-palette
 FEATURE_NET_PATH = DATA_DIR / "feature_net.pt"
 
 
-def _palette() -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Colour names, their RGB [K,3], and the background's nominal top and bottom tones (0..255)."""
+def _palette() -> tuple[list[str], torch.Tensor]:
+    """Colour names and their base RGB tones [K,3] (0..255)."""
     spec = load_spec()
-    rgb = torch.tensor(list(spec["colors"].values()) + [spec["background"]["top"], spec["background"]["bottom"]])
-    return list(spec["colors"]), rgb[:-2].float(), rgb[-2].float(), rgb[-1].float()
+    return list(spec["colors"]), torch.tensor(list(spec["colors"].values())).float()
 
 
 def _as_batch(images: torch.Tensor) -> torch.Tensor:
@@ -43,39 +44,42 @@ def _as_batch(images: torch.Tensor) -> torch.Tensor:
     return (images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5
 
 
+def chroma(x: torch.Tensor) -> torch.Tensor:
+    """The colourful part of RGB [..., 3]: the pixel minus its grey level (mean), q = p - mean(p).
+    A grey has q = 0. Shading scales q (k * colour) or leaves it alone (mixing with white or with the
+    grey background adds only grey), so q's direction, the hue, is the object's colour throughout."""
+    return x - x.mean(-1, keepdim=True)
+
+
 def _segment(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pixel colour label [B,H,W] (palette index, -1 background) and coverage [B,K,H,W] of
-    each colour over the local background, for images x [B,3,H,W] in 0..255.
+    each colour, for images x [B,3,H,W] in 0..255. Colour by hue, as in data.shading:
 
-    Antialiased edges are blends of an object colour and the background, and a blend can sit closer
-    to a *third* colour (blue + grey ~ purple). So instead of the nearest colour we take the nearest
-    blend line between the pixel's local background and each colour; the position along that line
-    is the pixel's coverage (alpha), and the pixel belongs to the object if alpha >= 0.5.
+    a real pixel's chroma is q = lam * q(colour) with lam = alpha (1 - t) k: alpha the object's
+    coverage (antialiased edge), k its shading, t its highlight. For each colour we project q onto
+    q(colour): lam is the projection, the residual is how far the hue is off. A pixel takes the colour
+    with the smallest residual, and belongs to it if lam >= LAM_ON (half the darkest shading times
+    half coverage would be 0.22). Coverage: lam over the brightest lam among the pixel's 3x3
+    neighbours of the same colour (the shading hardly changes across one pixel), 1 deep inside.
     """
-    _, colors, top, bottom = _palette()
+    _, colors = _palette()
     B, _, H, W = x.shape
-    pix = x.permute(0, 2, 3, 1).reshape(B, H * W, 3)
-    # Local background: a per-image plane a + b*x + c*y fitted to pixels near the nominal range
-    # (the renderer's gradient is linear but jittered per image in tone and direction).
-    ys, xs = torch.meshgrid((torch.arange(H) + 0.5) / H, (torch.arange(W) + 0.5) / W, indexing="ij")
-    A = torch.stack([torch.ones(H * W), xs.flatten(), ys.flatten()], 1)  # [N,3]
-    seg = bottom - top
-    t = ((pix - top) @ seg / seg.dot(seg)).clamp(0, 1)
-    near = ((pix - top - t[..., None] * seg).norm(dim=-1) < 40).float()  # [B,N]
-    Aw = (A * near[..., None]).transpose(1, 2)  # [B,3,N]: weighted least squares, normal equations
-    coef = torch.linalg.solve(Aw @ A + 1e-3 * torch.eye(3), Aw @ pix)  # [B,3,3]
-    nominal = torch.stack([top, torch.zeros(3), seg])  # too few background pixels: use the spec
-    coef = torch.where((near.sum(1) < 20)[:, None, None], nominal, coef)
-    bgr = A @ coef  # [B,N,3]
-    # For each colour c: e = c - bg, d = pixel - bg; alpha = d.e / e.e; residual^2 = |d - alpha e|^2.
-    d = pix - bgr
-    de = d @ colors.T - (d * bgr).sum(-1, keepdim=True)  # [B,N,K]
-    ee = (colors**2).sum(-1) - 2 * bgr @ colors.T + (bgr**2).sum(-1, keepdim=True)
-    alpha = (de / ee.clamp_min(1)).clamp(0, 1)
-    resid2 = (d**2).sum(-1, keepdim=True) - 2 * alpha * de + alpha**2 * ee
+    q = chroma(x.permute(0, 2, 3, 1))  # [B,H,W,3]
+    qc = chroma(colors)  # [K,3]
+    lam = q @ qc.T / (qc**2).sum(-1)  # [B,H,W,K]
+    resid2 = (q**2).sum(-1, keepdim=True) - lam**2 * (qc**2).sum(-1)
+    resid2 = torch.where(lam > 0, resid2, torch.inf)
     best = resid2.argmin(-1)
-    on = alpha.gather(-1, best[..., None])[..., 0] >= 0.5
-    return torch.where(on, best, -1).reshape(B, H, W), alpha.permute(0, 2, 1).reshape(B, -1, H, W)
+    lam_best = lam.gather(-1, best[..., None])[..., 0]
+    # hue within ~30 degrees of the colour's (residual < half the projection) and enough of it
+    on = (lam_best >= LAM_ON) & (resid2.gather(-1, best[..., None])[..., 0] < (0.5 * lam_best) ** 2 * (qc**2).sum(-1)[best])
+    labels = torch.where(on, best, -1)
+    lam = lam.permute(0, 3, 1, 2).clamp(min=0)  # [B,K,H,W]
+    same = labels[:, None] == torch.arange(len(colors))[None, :, None, None]
+    ref = F.max_pool2d(lam * same, 3, 1, 1)
+    inside = F.avg_pool2d(same.float(), 3, 1, 1, count_include_pad=False) == 1
+    alpha = torch.where(inside & same, 1.0, (lam / ref.clamp(min=1e-3)).clamp(0, 1))
+    return labels, alpha
 
 
 def _largest_component(masks: torch.Tensor) -> torch.Tensor:
@@ -135,7 +139,7 @@ def _detect_batch(x: torch.Tensor, names: list[str]) -> list[list[dict]]:
             half = math.sqrt(stats["area"][i] / AREA_FACTOR[shape])  # area = factor * half_size^2
             found[b].append(dict(color=names[k], shape=shape, size="large" if half > LARGE else "small",
                                  half_size=half, center=(stats["x"][i], stats["y"][i]), area=stats["area"][i],
-                                 triangularity=tri, squareness=sq))
+                                 triangularity=tri, squareness=sq, mask=blobs[i]))
     return found
 
 
@@ -143,8 +147,8 @@ def detect(images: torch.Tensor) -> list[list[dict]] | list[dict]:
     """Objects in an image [3,H,W] (-> list of dicts) or a batch [B,3,H,W] (-> list of lists).
 
     Each object: color, shape ('circle'/'square'/'triangle'), size ('small'/'large'), half_size and
-    area (fractions of the image side / area), center (x, y) in [0,1] with y down, and the two shape
-    statistics. Deterministic: per-pixel colour labels, one object per colour (its largest blob).
+    area (fractions of the image side / area), center (x, y) in [0,1] with y down (the centroid), the
+    two shape statistics, and mask (bool [H,W], the object's pixels). Deterministic: per-pixel colour labels, one object per colour (its largest blob).
     """
     single = torch.as_tensor(images).dim() == 3
     x, names = _as_batch(images), _palette()[0]
@@ -194,6 +198,65 @@ def alignment_accuracy(images: torch.Tensor, captions: list[str]) -> float:
     return float(caption_alignment(images, captions).mean())
 
 
+# ---------------------------------------------------------------- detail: what clipping destroys
+def object_profile(obj: dict, color: str, size: int) -> torch.Tensor:
+    """Luminance [size, size] (0..255) a real render gives an object of this colour, shape, size and
+    place (data.shading): the reference a sample's shading is compared with. detect() reports the
+    centroid; a triangle's dome is centred on its bounding box, 0.29 half-sizes above the centroid."""
+    (cx, cy), half = obj["center"], obj["half_size"]
+    lift = half * math.sqrt(3) / 6 if obj["shape"] == "triangle" else 0.0
+    k, t = data.shading(dict(shape=obj["shape"], center=(cx, cy - lift), half_size=half), size)
+    base = float(np.mean(load_spec()["colors"][color]))
+    return torch.from_numpy((1 - t) * k * base + 255 * t)[..., 0]
+
+
+def _shading_kept(lum: torch.Tensor, ideal: torch.Tensor) -> float:
+    """max(0, corr) * min(r, 1/r), r = std(lum) / std(ideal): 1 when the object is shaded like a real
+    one (same pattern, same contrast); 0 when it is flat (a clipped plateau) or unrelated (noise)."""
+    lum, ideal = lum.double(), ideal.double()
+    sl, si = lum.std().item(), ideal.std().item()
+    if len(lum) < 4 or sl < 1e-6 or si < 1e-6:
+        return 0.0
+    corr = ((lum - lum.mean()) * (ideal - ideal.mean())).mean().item() / (sl * si) * (len(lum) - 1) / len(lum)
+    r = sl / si
+    return max(0.0, corr) * min(r, 1 / r)
+
+
+def detail_scores(images: torch.Tensor, captions: list[str]) -> dict[str, torch.Tensor]:
+    """Per image [B]: how much of the shading inside the caption's objects survives.
+
+      shading   mean over the caption's objects of `_shading_kept`: the object's luminance against a
+                real render of the object found there (its colour, shape, size and place). Real renders
+                score ~1; a missing object scores 0. The interior only (edges are antialiased blends).
+      pinned    fraction of the objects' pixels with a channel at exactly 0 or 255 (x = -1 or +1).
+                Real renders have none (the lit side peaks at 1.05 x a mid-tone colour); static clipping
+                at high guidance makes plateaus of them.
+    """
+    captions = [captions] if isinstance(captions, str) else list(captions)
+    x = _as_batch(images)
+    found = detect(x / 127.5 - 1)
+    if len(found) != len(captions):
+        raise MinimagenError(f"Got {len(found)} images but {len(captions)} captions; pass one caption per image.")
+    q = x.round()
+    lum, at_limit = q.mean(1), ((q == 0) | (q == 255)).any(1)  # [B,H,W]
+    shading, pinned = [], []
+    for b, (objects, caption) in enumerate(zip(found, captions)):
+        by_color = {o["color"]: o for o in objects}
+        kept, inside = [], torch.zeros_like(at_limit[b])
+        for want in parse_caption(caption)[0]:
+            obj = by_color.get(want["color"])
+            if obj is None:
+                kept.append(0.0)
+                continue
+            core = -F.max_pool2d(-obj["mask"][None, None].float(), 3, 1, 1)[0, 0] > 0  # eroded by 1 px
+            core = core if core.sum() >= 4 else obj["mask"]
+            inside |= obj["mask"]
+            kept.append(_shading_kept(lum[b][core], object_profile(obj, want["color"], x.shape[-1])[core]))
+        shading.append(sum(kept) / len(kept))
+        pinned.append(at_limit[b][inside].float().mean().item() if inside.any() else 0.0)
+    return dict(shading=torch.tensor(shading), pinned=torch.tensor(pinned))
+
+
 def _dist_to_triangle(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """Euclidean distance from points p [N,3] to the filled triangle (a, b, c)."""
     def to_segment(u, v):
@@ -207,23 +270,43 @@ def _dist_to_triangle(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torc
     return torch.where(inside, (v2 - v[:, None] * v0 - w[:, None] * v1).norm(dim=1), edges)
 
 
+def _real_colour_triangles() -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Triangles in RGB (0..255) whose union holds every colour a real image contains.
+
+    A real pixel of colour c is lam * c + mu * (1, 1, 1): an object's shading and highlight
+    (lam = (1 - t) k, mu = 255 t; data.shading), antialiased into the grey background g
+    (lam -> 0, mu -> g). In the (lam, mu) plane of each colour that region is the hull of five corners:
+    the shadow side (KMIN, 0), the lit side (KMAX, 0), the highlight's peak, and the darkest and the
+    lightest background grey. Three triangles fanned from the darkest grey cover it."""
+    _, colors = _palette()
+    bg = load_spec()["background"]
+    greys = (min(bg["top"] + bg["bottom"]) - bg["jitter"], max(bg["top"] + bg["bottom"]) + bg["jitter"])
+    k_peak = data.KMIN + (data.KMAX - data.KMIN) * float(data.HALFWAY @ data.LIGHT)  # shading under the highlight
+    corners = [(data.KMIN, 0.0), (data.KMAX, 0.0), ((1 - data.SPECULAR) * k_peak, 255 * data.SPECULAR),
+               (0.0, greys[1])]
+    out = []
+    for c in colors:
+        point = lambda lam, mu: lam * c + mu * torch.ones(3)
+        dark = point(0.0, greys[0])
+        out += [(dark, point(*p), point(*q)) for p, q in zip(corners, corners[1:])]
+    return out
+
+
 @lru_cache(maxsize=1)
 def _off_palette_table() -> torch.Tensor:
     """Bool lookup table [64^3] over RGB cells 4 units wide: is the cell's centre off-palette?
-    (Cell error <= 3.5 units, negligible next to the 40-unit threshold, and lookups are ~100x faster.)"""
-    _, colors, top, bottom = _palette()
+    (Cell error <= 3.5 units, small next to the OFF_PALETTE threshold, and lookups are ~100x faster.)"""
     levels = torch.arange(64) * 4 + 1.5
     grid = torch.stack(torch.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 3)
-    return torch.stack([_dist_to_triangle(grid, c, top, bottom) for c in colors]).amin(0) > OFF_PALETTE
+    return torch.stack([_dist_to_triangle(grid, *tri) for tri in _real_colour_triangles()]).amin(0) > OFF_PALETTE
 
 
 def off_palette_fraction(images: torch.Tensor) -> torch.Tensor:
     """Per-image fraction [B] of pixels that no real image contains.
 
-    A real pixel is a palette colour blended (antialiased edge) with a background tone from the
-    nominal gradient: a point of the triangle (colour, top tone, bottom tone). Pixels farther than
-    OFF_PALETTE from all 8 triangles are off-palette: over-saturated colours, a white-clipped
-    background, noise. Real images score 0 (their per-image jitter is < 15 units).
+    Real pixels are a palette colour shaded, highlighted and antialiased into the grey background
+    (`_real_colour_triangles`). Pixels farther than OFF_PALETTE from all of them are off-palette:
+    over-saturated colours, a white-clipped background, coloured noise. Real images score 0.
     """
     q = (_as_batch(images).round().long() // 4).clamp(0, 63)  # [B,3,H,W] cell indices
     off = _off_palette_table()[q[:, 0] * 4096 + q[:, 1] * 64 + q[:, 2]]

@@ -13,6 +13,17 @@ from .data import DATA_DIR
 from .device import pick_device
 
 CHECKPOINTS = DATA_DIR / "checkpoints"
+# The repository the notebooks' Colab cell clones. Its one definition: every notebook's install cell must
+# spell the same address (tests/test_notebooks_format.py checks), and so must the Colab badges.
+REPO_URL = "https://github.com/minimagen/minimagen"
+INSTALL_CELL = f'''import sys, subprocess
+if "google.colab" in sys.modules:  # on Colab: clone minimagen (code + data/) and install it; Colab already has torch
+    REPO = "{REPO_URL}"
+    clone = subprocess.run(["git", "clone", "-q", "--depth", "1", REPO, "/content/minimagen"], capture_output=True, text=True)
+    if clone.returncode != 0 and not __import__("os").path.isdir("/content/minimagen/minimagen"):
+        raise SystemExit(f"Could not clone {{REPO}}: {{clone.stderr.strip()}}. Check Colab's internet access and rerun this cell.")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "/content/minimagen"], check=True)
+    sys.path.insert(0, "/content/minimagen")'''
 
 
 def quick_mode() -> bool:
@@ -31,7 +42,7 @@ def pick(quick, full):
 def setup(seed: int = 0) -> torch.device:
     """Seed everything, choose the device, and say in one line what this notebook runs with."""
     import matplotlib
-    matplotlib.rcParams["figure.dpi"] = 72  # stored outputs stay small
+    matplotlib.rcParams["figure.dpi"] = 100  # legible labels in the stored outputs
     torch.manual_seed(seed)
     device = pick_device()
     encoder = os.environ.get("MINIMAGEN_TEXT_ENCODER", "t5-small")

@@ -129,53 +129,144 @@ def bar_compare(values: dict, xlabels=None, title=None, ax=None):
     return ax
 
 
-def guidance_grid(rows, caption: int = 0, seed: int = 0, methods=None, guidance_scales=None, size: float = 1.0):
+def guidance_grid(rows, caption: int = 0, seed: int = 0, methods=None, guidance_scales=None, size: float = 1.35):
     """Images from a guidance_sweep: one row per method, one column per guidance scale w, for one
-    caption and seed (every cell starts from the same noise). Titles give the image's alignment."""
-    from .metrics import caption_alignment
+    caption and seed (every cell starts from the same noise). Under each image: its caption alignment
+    and the shading kept inside its objects (metrics.detail_scores; 1 = as shaded as a real render)."""
+    from .metrics import caption_alignment, detail_scores
     methods = methods or list(dict.fromkeys(r["method"] for r in rows))
     guidance_scales = guidance_scales or list(dict.fromkeys(r["guidance_scale"] for r in rows))
     by_key = {(r["method"], r["guidance_scale"]): r for r in rows}
     caption_text = rows[0].get("captions", [None] * (caption + 1))[caption]
     fig, axes = plt.subplots(len(methods), len(guidance_scales), squeeze=False,
-                             figsize=(size * len(guidance_scales) + 0.6, size * len(methods) + 0.5))
+                             figsize=(size * len(guidance_scales) + 1.2, (size + 0.2) * len(methods) + 0.5))
     for i, m in enumerate(methods):
         for j, w in enumerate(guidance_scales):
             ax, img = axes[i, j], by_key[(m, float(w))]["images"][seed, caption]
             ax.imshow(to_uint8(img), interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
             if caption_text is not None:
-                ax.set_xlabel(f"align {caption_alignment(img, [caption_text]).item():.2f}", fontsize=6, labelpad=1)
+                shade = detail_scores(img, [caption_text])["shading"].item()
+                ax.set_xlabel(f"align {caption_alignment(img, [caption_text]).item():.2f} · shade {shade:.2f}",
+                              fontsize=7, labelpad=1)
             if i == 0:
-                ax.set_title(f"w = {w:g}", fontsize=8)
+                ax.set_title(f"w = {w:g}", fontsize=9)
             if j == 0:
-                ax.set_ylabel(m, fontsize=7)
+                ax.set_ylabel(_wrap(m, 14), fontsize=8)
     if caption_text is not None:
-        fig.suptitle(f'"{caption_text}"', fontsize=9)
+        fig.suptitle(f'"{caption_text}"', fontsize=10)
     fig.tight_layout(pad=0.3)
     return fig
 
 
+W_MARKERS = "os^Dv<>px*h"  # guidance scale w -> marker, in order of w
+
+
 def tradeoff_plot(rows, y: str = "fidelity", ax=None, title=None):
-    """Imagen Fig. 4c / A.31 in miniature: caption alignment (x) against fidelity (y), one curve per
-    method, each point labelled with its guidance scale w; error bars are standard errors.
-    y = "fidelity" (1 - off-palette fraction) or "frechet" (plotted as minus the Fréchet distance)."""
+    """Imagen Fig. 4c / A.31 in miniature: caption alignment (x) against a fidelity or detail measure
+    (y), one curve per method, w growing along each curve (its marker, keyed in a second legend; no
+    text on the points, so nothing overlaps); error bars are standard errors.
+    y = "fidelity" (1 - off-palette fraction), "shading" (shading kept inside the objects, 1 = as real),
+    "pinned" (fraction of object pixels at +-1, plotted as 1 - pinned) or "frechet" (minus the Fréchet distance)."""
+    from matplotlib.lines import Line2D
     if ax is None:
-        _, ax = plt.subplots(figsize=(5, 3.6))
-    sign, name = (-1, "- Fréchet distance (higher is better)") if y == "frechet" else (1, "fidelity = 1 - off-palette fraction")
+        _, ax = plt.subplots(figsize=(6, 4.2))
+    sign, offset, name = {"frechet": (-1, 0, "- Fréchet distance (higher is better)"),
+                          "shading": (1, 0, "shading kept inside objects (1 = as real)"),
+                          "pinned": (-1, 1, "1 - fraction of object pixels at ±1"),
+                          }.get(y, (1, 0, "fidelity = 1 - off-palette fraction"))
+    ws = sorted({r["guidance_scale"] for r in rows})
+    marker = {w: W_MARKERS[i % len(W_MARKERS)] for i, w in enumerate(ws)}
+    methods = []
     for method in dict.fromkeys(r["method"] for r in rows):
-        pts = [r for r in rows if r["method"] == method]
-        xs, ys = [r["alignment"] for r in pts], [sign * r[y] for r in pts]
-        line, = ax.plot(xs, ys, marker="o", ms=3, lw=1, label=method)
-        ax.errorbar(xs, ys, xerr=[r["alignment_se"] for r in pts], yerr=[r.get(f"{y}_se", r["off_palette_se"]) for r in pts],
-                    fmt="none", ecolor=line.get_color(), elinewidth=0.6, alpha=0.35)
+        pts = sorted((r for r in rows if r["method"] == method), key=lambda r: r["guidance_scale"])
+        xs, ys = [r["alignment"] for r in pts], [offset + sign * r[y] for r in pts]
+        line, = ax.plot(xs, ys, lw=1.2, label=method)
+        methods.append(line)
+        ax.errorbar(xs, ys, xerr=[r["alignment_se"] for r in pts], yerr=[r.get(f"{y}_se", 0.0) for r in pts],
+                    fmt="none", ecolor=line.get_color(), elinewidth=0.7, alpha=0.4)
         for r, x_, y_ in zip(pts, xs, ys):
-            ax.annotate(f"{r['guidance_scale']:g}", (x_, y_), textcoords="offset points", xytext=(3, 2), fontsize=6)
+            ax.plot(x_, y_, marker[r["guidance_scale"]], color=line.get_color(), ms=5)
     ax.set(xlabel="caption alignment (higher is better)", ylabel=name)
-    ax.set_title(title or "alignment vs fidelity as guidance w grows (labels: w)", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.set_title(title or "alignment against detail as guidance w grows", fontsize=10)
+    first = ax.legend(handles=methods, fontsize=7, loc="lower left", title="method", title_fontsize=7)
+    ax.add_artist(first)
+    ax.legend(handles=[Line2D([], [], ls="", marker=marker[w], color="0.3", label=f"w = {w:g}") for w in ws],
+              fontsize=7, loc="lower right", title="guidance", title_fontsize=7)
     ax.figure.tight_layout()
     return ax
+
+
+def threshold_scale_plot(trajectories, axes=None):
+    """The step-0 feedback loop, per sampling step: dynamic thresholding's divisor s (log scale) and the
+    fraction of the raw x0 outside [-1, 1], one line per trajectory (evaluate.x0_trajectory), mean
+    over its captions with the range shaded."""
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for k, tr in enumerate(trajectories):
+        steps = np.arange(len(tr["t"]))
+        for ax, key in zip(axes, ("s", "outside")):
+            v = tr[key].numpy()
+            ax.plot(steps, v.mean(1), "o-", ms=3, color=f"C{k}", label=tr["method"])
+            ax.fill_between(steps, v.min(1), v.max(1), color=f"C{k}", alpha=0.15)
+    axes[0].set(yscale="log", xlabel="sampling step (t = 1 -> 0)", ylabel="s (x0 is divided by it)",
+                title=f"dynamic thresholding's s per step, w = {trajectories[0]['guidance_scale']:g}")
+    axes[1].set(xlabel="sampling step (t = 1 -> 0)", ylabel="fraction of raw x0 outside [-1, 1]",
+                title="how far guidance pushes x0 out of range", ylim=(0, 1))
+    for ax in axes:
+        ax.title.set_fontsize(10)
+        ax.legend(fontsize=7)
+    axes[0].figure.tight_layout()
+    return axes
+
+
+def scan_line_figure(images: dict, row: int, columns=None, reference=None, title=None):
+    """The R, G, B values along one pixel row of each image ({label: [3, H, W] in [-1, 1]}), beside
+    the image with the row marked: static clipping shows plateaus at +-1 where a real object (and a
+    kept profile) has a slope. reference: an optional real render [3, H, W], drawn dotted on every panel."""
+    n = len(images)
+    fig, axes = plt.subplots(2, n, figsize=(3.0 * n, 5.0), squeeze=False, gridspec_kw={"height_ratios": [1.1, 1]})
+    lo, hi = columns or (0, next(iter(images.values())).shape[-1])
+    xs = np.arange(lo, hi)
+    for j, (label, img) in enumerate(images.items()):
+        ax = axes[0, j]
+        ax.imshow(to_uint8(img), interpolation="nearest")
+        ax.axhline(row, color="k", lw=0.8), ax.axvline(lo - 0.5, color="k", lw=0.5, ls=":"), ax.axvline(hi - 0.5, color="k", lw=0.5, ls=":")
+        ax.set_xticks([]), ax.set_yticks([]), ax.set_title(label, fontsize=9)
+        ax = axes[1, j]
+        for c, color in enumerate(("red", "green", "blue")):
+            ax.plot(xs, img[c, row, lo:hi].float().numpy(), color=color, lw=1.4)
+            if reference is not None:
+                ax.plot(xs, reference[c, row, lo:hi].float().numpy(), color=color, lw=0.9, ls=":")
+        for v in (-1, 1):
+            ax.axhline(v, color="k", lw=0.6, ls="--")
+        ax.set(ylim=(-1.1, 1.1), xlabel="pixel column")
+        if j == 0:
+            ax.set_ylabel("channel value (x)")
+    fig.suptitle(title or "one row of pixels through the object (dotted: a real render)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def pinned_map_figure(images: dict, size: float = 1.6, title=None):
+    """Each image ({label: [B, 3, H, W]}) over a map of its pixels with a channel at exactly -1 or +1
+    (yellow), the plateaus that clipping makes; the titles give the fraction of such pixels."""
+    n, B = len(images), len(next(iter(images.values())))
+    fig, axes = plt.subplots(2 * B, n, figsize=(size * n, 2 * size * B + 0.4), squeeze=False)
+    for j, (label, batch) in enumerate(images.items()):
+        arr = to_uint8(batch)
+        for b in range(B):
+            pinned = ((arr[b] == 0) | (arr[b] == 255)).any(-1)
+            axes[2 * b, j].imshow(arr[b], interpolation="nearest")
+            axes[2 * b + 1, j].imshow(pinned, cmap="cividis", vmin=0, vmax=1, interpolation="nearest")
+            axes[2 * b + 1, j].set_xlabel(f"{pinned.mean():.0%} of pixels at ±1", fontsize=7, labelpad=1)
+            if b == 0:
+                axes[0, j].set_title(label, fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.suptitle(title or "samples (top) and their pixels at exactly ±1 (yellow)", fontsize=9)
+    fig.tight_layout(pad=0.4)
+    return fig
 
 
 def x0_histograms(trajectories, steps, bins: int = 60, lim: float | None = None):
@@ -232,13 +323,12 @@ def trajectory_figure(traj, step: int, size: float = 1.1):
     return fig
 
 
-def percentile_figure(raw_x0, percentile: float, images=None, titles=None, size: float = 1.1):
-    """Dynamic thresholding of one cached raw x0 [B, 3, H, W] at this percentile: histogram before
-    and after, with each sample's s; and (optional) the final samples drawn with that percentile."""
-    from .diffusion import dynamic_threshold
-    import torch
-    x = dynamic_threshold(raw_x0, percentile)
-    s = torch.quantile(raw_x0.abs().flatten(1).float(), percentile, dim=1).clamp(min=1.0)
+def percentile_figure(raw_x0, percentile: float, images=None, titles=None, size: float = 1.1, cap=None):
+    """Dynamic thresholding of one cached raw x0 [B, 3, H, W] at this percentile (and cap): histogram
+    before and after, with each sample's s; and (optional) the final samples drawn with that setting."""
+    from .diffusion import dynamic_threshold, dynamic_threshold_scale
+    x = dynamic_threshold(raw_x0, percentile, cap)
+    s = dynamic_threshold_scale(raw_x0, percentile, cap)
     n = 0 if images is None else len(images)
     fig, axes = plt.subplots(1, n + 1, figsize=(2.6 + size * n, size + 1.0), squeeze=False,
                              gridspec_kw={"width_ratios": [2.4] + [1] * n})
@@ -249,7 +339,8 @@ def percentile_figure(raw_x0, percentile: float, images=None, titles=None, size:
     ax.hist(x.flatten().numpy(), edges, color="C2", alpha=0.7, label="dynamic")
     ax.axvline(-1, color="k", lw=0.6, ls="--"), ax.axvline(1, color="k", lw=0.6, ls="--")
     ax.set_yscale("log"), ax.tick_params(labelsize=6), ax.legend(fontsize=6)
-    ax.set_title(f"p = {percentile:g}: s = " + ", ".join(f"{v:.2f}" for v in s.tolist()), fontsize=7)
+    ax.set_title(f"p = {percentile:g}, cap {'none' if cap is None else f'{cap:g}'}: s = "
+                 + ", ".join(f"{v:.2f}" for v in s.tolist()), fontsize=7)
     for i in range(n):
         axes[0, i + 1].imshow(to_uint8(images[i]), interpolation="nearest")
         axes[0, i + 1].axis("off")

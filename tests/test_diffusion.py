@@ -88,9 +88,29 @@ def test_seed_worked_example_stays_distinct():
     """{0.2, 0.4, 0.6, 0.8} x 7.5: static clipping maps all four to 1, dynamic keeps their order."""
     x = (torch.tensor([0.2, 0.4, 0.6, 0.8]) * 7.5).view(1, 1, 2, 2)
     assert (D.static_threshold(x) == 1).all()
-    out = D.dynamic_threshold(x, 0.995).flatten()
+    out = D.dynamic_threshold(x, 0.995, cap=None).flatten()  # the paper's uncapped rule
     assert (out.abs() <= 1).all() and (out[1:] > out[:-1]).all()
     torch.testing.assert_close(out[:3], torch.tensor([1.5, 3.0, 4.5]) / torch.quantile(x.flatten(), 0.995))
+
+
+def test_cap_bounds_s_and_cap_one_is_static_clipping():
+    """s = clamp(quantile, 1, cap): values inside [-cap, cap] are divided by cap and keep their order,
+    the rest are clipped; cap = 1 is exactly static clipping; a large cap is the uncapped rule."""
+    x = torch.tensor([0.3, 0.9, 1.2, 1.4, 3.0, 15.0]).view(1, 1, 2, 3)
+    assert D.dynamic_threshold_scale(x, 0.995, cap=None).item() > 14
+    assert D.dynamic_threshold_scale(x, 0.995, cap=1.5).item() == 1.5
+    torch.testing.assert_close(D.dynamic_threshold(x, 0.995, cap=1.5).flatten(),
+                               torch.tensor([0.2, 0.6, 0.8, 1.4 / 1.5, 1.0, 1.0]))
+    torch.testing.assert_close(D.dynamic_threshold(x, 0.995, cap=1.0), D.static_threshold(x))
+    torch.testing.assert_close(D.dynamic_threshold(x, 0.995, cap=1e9), D.dynamic_threshold(x, 0.995, cap=None))
+    small = torch.rand(2, 3, 4, 4) * 2 - 1  # inside [-1, 1]: s = 1 with or without a cap
+    torch.testing.assert_close(D.dynamic_threshold(small, 0.9, cap=1.5), small)
+
+
+@pytest.mark.parametrize("bad", [0.5, 0.0, -1, float("nan"), float("inf"), "2"])
+def test_bad_cap_names_the_fix(bad):
+    with pytest.raises(MinimagenError, match="cap must be None"):
+        D.threshold(torch.ones(1, 1), "dynamic", 0.95, bad)
 
 
 def test_dynamic_threshold_is_per_sample():

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from minimagen import diffusion as D
 from minimagen.evaluate import find_row, guidance_sweep, paired_difference, parse_method, sweep_table, x0_trajectory
 from minimagen.imagen import Imagen
 from minimagen.text import TextEncoder
@@ -22,19 +23,22 @@ def model():
 
 @pytest.fixture(scope="module")
 def rows(model):
-    return guidance_sweep(model, CAPTIONS, [1.0, 30.0], methods=["none", "static", ("dynamic", 0.9)],
+    return guidance_sweep(model, CAPTIONS, [1.0, 30.0], methods=["none", "static", ("dynamic", 0.9, None)],
                           seeds=(0, 1), steps=2, frechet=True)
 
 
 def test_parse_method_labels():
-    assert parse_method("static") == ("static", 0.995, "static")
-    assert parse_method("dynamic", 0.95) == ("dynamic", 0.95, "dynamic p=0.95")
-    assert parse_method(("dynamic", 0.9)) == ("dynamic", 0.9, "dynamic p=0.9")
+    assert parse_method("static")[0::3] == ("static", "static")
+    assert parse_method("dynamic", 0.95, 1.5) == ("dynamic", 0.95, 1.5, "dynamic p=0.95 cap=1.5")
+    assert parse_method(("dynamic", 0.9)) == ("dynamic", 0.9, D.DYNAMIC_CAP, f"dynamic p=0.9 cap={D.DYNAMIC_CAP:g}")
+    assert parse_method(("dynamic", 0.9, None)) == ("dynamic", 0.9, None, "dynamic p=0.9 uncapped")
+    assert parse_method("dynamic") == ("dynamic", D.DYNAMIC_PERCENTILE, D.DYNAMIC_CAP, parse_method("dynamic")[3])
 
 
 def test_sweep_rows_structure(rows):
     assert [(r["method"], r["guidance_scale"]) for r in rows] == [
-        ("none", 1.0), ("none", 30.0), ("static", 1.0), ("static", 30.0), ("dynamic p=0.9", 1.0), ("dynamic p=0.9", 30.0)]
+        ("none", 1.0), ("none", 30.0), ("static", 1.0), ("static", 30.0), ("dynamic p=0.9 uncapped", 1.0),
+        ("dynamic p=0.9 uncapped", 30.0)]
     for r in rows:
         assert r["images"].shape == (2, 2, 3, 32, 32)  # [seeds, captions, 3, H, W]
         assert r["images"].device.type == "cpu"
@@ -42,22 +46,23 @@ def test_sweep_rows_structure(rows):
         assert r["fidelity"] == pytest.approx(1 - r["off_palette"])
         assert r["alignment_se"] >= 0 and r["off_palette_se"] >= 0 and r["frechet_se"] >= 0
         assert r["frechet"] >= 0 and 0 <= r["raw_x0_outside"] <= 1
-        assert r["scores"]["alignment"].shape == r["scores"]["off_palette"].shape == (2, 2)
+        assert all(r["scores"][k].shape == (2, 2) for k in ("alignment", "off_palette", "shading", "pinned"))
+        assert 0 <= r["shading"] <= 1 and 0 <= r["pinned"] <= 1 and r["shading_se"] >= 0
         assert r["alignment"] == pytest.approx(r["scores"]["alignment"].double().mean().item())
         assert r["captions"] == CAPTIONS
-    assert find_row(rows, ("dynamic", 0.9), 30) is rows[5]
+    assert find_row(rows, ("dynamic", 0.9, None), 30) is rows[5]
     assert find_row(rows, "static", 1) is rows[2]
     with pytest.raises(KeyError):
         find_row(rows, "static", 7.5)
     table = sweep_table(rows).splitlines()
-    assert len(table) == 1 + len(rows) and "Fréchet" in table[0] and "dynamic p=0.9" in table[-1]
+    assert len(table) == 1 + len(rows) and "Fréchet" in table[0] and "dynamic p=0.9 uncapped" in table[-1]
 
 
 def test_thresholded_x0_stays_in_range_and_none_does_not_clip(rows):
     strong = {r["method"]: r for r in rows if r["guidance_scale"] == 30.0}
     assert strong["none"]["raw_x0_max"] > 1.0, "w = 30 should push the random model's x0 out of [-1, 1]"
     assert strong["none"]["x0_max"] == strong["none"]["raw_x0_max"]
-    for method in ("static", "dynamic p=0.9"):
+    for method in ("static", "dynamic p=0.9 uncapped"):
         assert strong[method]["x0_max"] <= 1.0 + 1e-6
         assert strong[method]["raw_x0_max"] > 1.0
 
@@ -77,6 +82,8 @@ def test_x0_trajectory_records_every_step(model):
     assert traj["log_snr"].shape == (steps,) and torch.all(traj["log_snr"][1:] > traj["log_snr"][:-1])
     assert traj["t"][0] == 1.0 and traj["t"].shape == (steps,)
     assert torch.equal(traj["x0"], traj["x0_raw"].clamp(-1, 1))
+    assert traj["s"].shape == traj["outside"].shape == (steps, 2) and (traj["s"] == 1).all()
+    torch.testing.assert_close(traj["outside"], (traj["x0_raw"].abs() > 1).float().flatten(2).mean(2))
     assert torch.equal(traj["images"], traj["x0"][-1].clamp(-1, 1))  # the last step returns its x0
     assert traj["method"] == "static" and traj["captions"] == CAPTIONS
     # the same seed gives the same trajectory, and its first x_t is the sweep's starting noise
@@ -85,12 +92,14 @@ def test_x0_trajectory_records_every_step(model):
     assert torch.equal(traj["x_t"][0], torch.randn((2, 3, 32, 32), generator=torch.Generator().manual_seed(0)))
 
 
-def test_dynamic_trajectory_divides_by_s(model):
-    traj = x0_trajectory(model, CAPTIONS[:1], guidance_scale=30.0, method=("dynamic", 0.9), steps=2)
+@pytest.mark.parametrize("cap", [None, 1.5])
+def test_dynamic_trajectory_divides_by_s(model, cap):
+    traj = x0_trajectory(model, CAPTIONS[:1], guidance_scale=30.0, method=("dynamic", 0.9, cap), steps=2)
     raw, x0 = traj["x0_raw"][0, 0], traj["x0"][0, 0]
-    s = max(torch.quantile(raw.abs().flatten(), 0.9).item(), 1.0)
+    s = min(max(torch.quantile(raw.abs().flatten(), 0.9).item(), 1.0), cap or float("inf"))
     assert torch.allclose(x0, raw.clamp(-s, s) / s, atol=1e-6)
-    assert traj["method"] == "dynamic p=0.9"
+    assert traj["s"][0, 0].item() == pytest.approx(s)
+    assert traj["method"] == f"dynamic p=0.9 {'uncapped' if cap is None else 'cap=1.5'}"
 
 
 def test_paired_difference(rows):

@@ -5,7 +5,8 @@ import torch
 from minimagen.data import DATA_DIR, ShapesDataset, from_uint8, make_scene, render, render_scene
 from minimagen.errors import MinimagenError
 from minimagen.metrics import (FeatureNet, alignment_accuracy, caption_alignment, caption_attributes, detect,
-                               fidelity, frechet_distance, load_feature_net, off_palette_fraction)
+                               detail_scores, fidelity, frechet_distance, load_feature_net,
+                               off_palette_fraction)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -93,3 +94,34 @@ def test_metrics_reject_bad_inputs():
         detect(torch.zeros(1, 32, 32))
     with pytest.raises(MinimagenError, match="grammar"):
         caption_alignment(torch.zeros(3, 32, 32), ["a cat"])
+
+
+def test_detector_is_at_chance_on_noise():
+    _, ds = real(32, 300, seed=21)
+    noise = torch.rand(300, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    assert 0.1 < alignment_accuracy(noise, ds.captions) < 0.35  # shuffled captions on real images score ~0.2
+
+
+def test_detail_scores_see_what_clipping_destroys():
+    """Real renders keep their shading (~1) with no pinned pixel; scaling up then clipping (what static
+    clipping does at high guidance) flattens objects into plateaus at +-1; noise has no shading."""
+    images, ds = real(32, 120, seed=31)
+    real_scores = detail_scores(images, ds.captions)
+    assert real_scores["shading"].mean() > 0.85 and real_scores["pinned"].max() == 0
+    scores = [detail_scores((images * f).clamp(-1, 1), ds.captions) for f in (1.5, 3.0, 8.0)]
+    shading = [real_scores["shading"].mean()] + [d["shading"].mean() for d in scores]
+    pinned = [real_scores["pinned"].mean()] + [d["pinned"].mean() for d in scores]
+    assert all(a > b for a, b in zip(shading, shading[1:])) and all(a < b for a, b in zip(pinned, pinned[1:]))
+    assert scores[-1]["pinned"].mean() > 0.8
+    noise = detail_scores(torch.rand_like(images) * 2 - 1, ds.captions)
+    assert noise["shading"].mean() < 0.15
+
+
+def test_flat_objects_score_no_shading(monkeypatch):
+    """The old flat toy (one tone per object): nothing inside for clipping to destroy."""
+    import minimagen.data as data
+    monkeypatch.setattr(data, "KMIN", 1.0), monkeypatch.setattr(data, "SPECULAR", 0.0)
+    monkeypatch.setattr(data, "KMAX", 1.0)
+    images, ds = real(32, 40, seed=32)
+    assert alignment_accuracy(images, ds.captions) >= 0.98
+    assert detail_scores(images, ds.captions)["shading"].max() < 0.1

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from minimagen.notebook import INSTALL_CELL, REPO_URL
+
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 
 
@@ -22,7 +24,8 @@ def test_notebook_format(path):
     first = "".join(cells[0]["source"])
     assert "colab-badge.svg" in first and f"blob/main/notebooks/{path.name}" in first, "Colab badge in the first cell"
     assert nb["metadata"].get("accelerator") == "GPU", "ask Colab for a GPU runtime"
-    assert "google.colab" in "".join(code[0]["source"]), "the first code cell installs minimagen on Colab only"
+    assert "".join(code[0]["source"]) == INSTALL_CELL, "the first code cell is minimagen.notebook.INSTALL_CELL (Colab only)"
+    assert f"colab.research.google.com/github/{REPO_URL.split('github.com/')[1]}/blob/main/" in first, "badge: REPO_URL"
     assert all(c.get("execution_count") for c in code), "stored with outputs: every code cell was run"
     assert sum(bool(c.get("outputs")) for c in code) >= len(code) // 2, "stored with outputs"
     for c in code:

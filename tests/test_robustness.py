@@ -163,7 +163,7 @@ def test_trainer_on_an_empty_folder(tmp_path):
     ({"guidance_scale": float("inf")}, ">= 0"), ({"guidance_scale": "3"}, ">= 0"),
     ({"steps": 0}, "positive integer.*try 50"), ({"steps": -3}, "positive integer"), ({"steps": 2.5}, "positive integer"),
     ({"thresholding": "clip"}, r"\['none', 'static', 'dynamic'\]"), ({"thresholding": None}, r"\['none', 'static'"),
-    ({"percentile": 0.0}, r"\(0, 1\].*0.995"), ({"percentile": 1.5}, r"\(0, 1\]"), ({"percentile": float("nan")}, r"\(0, 1\]"),
+    ({"percentile": 0.0}, rf"\(0, 1\].*{D.DYNAMIC_PERCENTILE}"), ({"cap": 0.5}, "cap must be None"), ({"percentile": 1.5}, r"\(0, 1\]"), ({"percentile": float("nan")}, r"\(0, 1\]"),
     ({"percentile": "0.9"}, r"\(0, 1\]"), ({"sampler": "euler"}, "ddim"),
     ({"stages": 0}, "out of range.*1..2"), ({"stages": 3}, "out of range.*1..2"), ({"stages": "1"}, "out of range"),
     ({"seed": 1.5}, "integer"), ({"seed": 2**70}, "integer"), ({"lowres_aug_level": float("nan")}, r"\[0, 1\]")])

