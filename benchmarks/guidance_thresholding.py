@@ -13,8 +13,9 @@ are paired per image. Three phases, run in this order:
             within 1 s.e. (paired) of static clipping's at both w. The choice is what
             minimagen.diffusion's DYNAMIC_PERCENTILE / DYNAMIC_CAP hold.
   evaluate  the table on the EVALUATION captions (train_curve.py's draw): w in {1, 3, 7.5, 10, 15}
-            x {none, static, the chosen dynamic setting, the same p uncapped (the paper's rule),
-            diffusers/DeepFloyd IF's p = 0.95 cap 1.5}, and the verdict of issue 12's "done when".
+            x {none, static, the chosen dynamic setting, the same p uncapped, diffusers/DeepFloyd IF's p = 0.95
+            cap 1.5, the paper's rule with diffusers' default p = 0.995 uncapped}, and the verdict of issue 12's
+            "done when".
   samplers  at w = 15, static vs the chosen setting with DDIM 10 / 25 / 50 and DDPM 50.
 
     MINIMAGEN_TEXT_ENCODER=tiny python benchmarks/guidance_thresholding.py select --seeds 0
@@ -155,7 +156,8 @@ def main():
         print("\n".join(lines))
     elif args.phase == "evaluate":
         ws = args.guidance or [1, 3, 7.5, 10, 15]
-        methods = list(dict.fromkeys(["none", "static", chosen, ("dynamic", args.percentile, None), ("dynamic", 0.95, 1.5)]))
+        methods = list(dict.fromkeys(["none", "static", chosen, ("dynamic", args.percentile, None), ("dynamic", 0.95, 1.5),
+                                      ("dynamic", 0.995, None)]))
         rows = sweep(methods, ws, steps=args.steps, frechet=True)
         print(sweep_table(rows))
         label = find_row(rows, chosen, ws[0])["method"]
