@@ -8,7 +8,7 @@ same parameters, so the comparison is at (almost) equal parameter count.
     python benchmarks/efficient_unet.py                     # base32 and sr64, batch 32, fp32 (+ bf16 where fast)
     python benchmarks/efficient_unet.py --presets base32 --batch 32 --repeats 10
 
-prints a table and writes benchmarks/efficient_unet.png. Importable (notebooks/04_efficient_unet.ipynb):
+prints a table and writes benchmarks/efficient_unet.png. Importable (notebooks/05_efficient_unet.ipynb):
 
     from efficient_unet import measure_step
     measure_step(config, batch=32, bf16=False, repeats=5)

@@ -84,7 +84,11 @@ def select(rows, ws) -> tuple[tuple, list[str]]:
         ok[(r["percentile"], r["cap"])] = (shading, keeps)
         lines.append(f"  {m:<26} shading kept (mean over w) {shading:.3f}; alignment vs static "
                      + ", ".join(f"w={w:g}: {fmt(a)}" for w, a in zip(ws, align)) + ("" if keeps else "  (excluded)"))
-    eligible = {k: v for k, v in ok.items() if v[1]} or ok
+    eligible = {k: v for k, v in ok.items() if v[1]}
+    if not eligible:
+        lines.append("no dynamic setting is within 1 s.e. of static clipping's alignment at every w: choosing by shading "
+                     "kept among all of them")
+    eligible = eligible or ok
     choice = max(eligible, key=lambda k: eligible[k][0])
     lines.append(f"CHOSEN: p = {choice[0]:g}, cap = {choice[1]}")
     return choice, lines

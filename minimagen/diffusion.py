@@ -173,7 +173,7 @@ def dynamic_threshold(x0, percentile: float = DYNAMIC_PERCENTILE, cap: float | N
     The cap is diffusers' `sample_max_value` (DeepFloyd IF: 1.5 at p = 0.95; imagen-pytorch has none).
     Without it, at high guidance the first steps' x_0 reaches |x_0| ~ 15, s ~ 15, and the whole image
     is divided by 15: a grey x_0, from which the next step's prediction is again extrapolated far out,
-    divided again... the sampler never recovers (notebook 06 plots s per step). With a cap, pixels
+    divided again... the sampler never recovers (notebook 07 plots s per step). With a cap, pixels
     beyond cap are clipped, the rest divided by at most cap: detail inside [-cap, cap] survives.
     cap = 1 is static clipping; cap = None is the paper's uncapped rule.
     p = 0.995 is diffusers' default; imagen-pytorch uses 0.95 (it was 0.9), MinImagen 0.9."""

@@ -1,6 +1,6 @@
 """Guidance and thresholding sweeps [Imagen Sec. 2.2-2.3, Fig. 4c / A.31]: sample the base stage for
 every (thresholding method, guidance scale w, seed) and measure caption alignment (the paper's CLIP
-score) against fidelity (its FID): the trade-off curves of notebook 06 and the benchmarks.
+score) against fidelity (its FID): the trade-off curves of notebook 07 and the benchmarks.
 
     rows = guidance_sweep(model, captions, [1, 3, 7.5, 15], methods=["none", "static", ("dynamic", 0.9, None)])
     traj = x0_trajectory(model, captions, guidance_scale=15, method="dynamic", steps=25)

@@ -210,16 +210,21 @@ def object_profile(obj: dict, color: str, size: int) -> torch.Tensor:
     return torch.from_numpy((1 - t) * k * base + 255 * t)[..., 0]
 
 
-def _shading_kept(lum: torch.Tensor, ideal: torch.Tensor) -> float:
-    """max(0, corr) * min(r, 1/r), r = std(lum) / std(ideal): 1 when the object is shaded like a real
-    one (same pattern, same contrast); 0 when it is flat (a clipped plateau) or unrelated (noise)."""
+def _shading_parts(lum: torch.Tensor, ideal: torch.Tensor) -> tuple[float, float]:
+    """(pattern, contrast) of an object's luminance against a real render's: pattern = corr (the same
+    light side, shadow side and highlight), contrast = r = std(lum) / std(ideal) (1: as much contrast)."""
     lum, ideal = lum.double(), ideal.double()
     sl, si = lum.std().item(), ideal.std().item()
     if len(lum) < 4 or sl < 1e-6 or si < 1e-6:
-        return 0.0
+        return 0.0, 0.0
     corr = ((lum - lum.mean()) * (ideal - ideal.mean())).mean().item() / (sl * si) * (len(lum) - 1) / len(lum)
-    r = sl / si
-    return max(0.0, corr) * min(r, 1 / r)
+    return corr, sl / si
+
+
+def _shading_kept(pattern: float, contrast: float) -> float:
+    """max(0, pattern) * min(r, 1/r): 1 when the object is shaded like a real one (same pattern, same
+    contrast); 0 when it is flat (a clipped plateau) or unrelated (noise)."""
+    return max(0.0, pattern) * min(contrast, 1 / contrast) if contrast > 0 else 0.0
 
 
 def detail_scores(images: torch.Tensor, captions: list[str]) -> dict[str, torch.Tensor]:
@@ -231,6 +236,8 @@ def detail_scores(images: torch.Tensor, captions: list[str]) -> dict[str, torch.
       pinned    fraction of the objects' pixels with a channel at exactly 0 or 255 (x = -1 or +1).
                 Real renders have none (the lit side peaks at 1.05 x a mid-tone colour); static clipping
                 at high guidance makes plateaus of them.
+      pattern, contrast   the two factors of `shading` (mean over the objects found; NaN if none):
+                the correlation with the real profile, and the ratio of luminance spreads (1 = as real).
     """
     captions = [captions] if isinstance(captions, str) else list(captions)
     x = _as_batch(images)
@@ -239,10 +246,10 @@ def detail_scores(images: torch.Tensor, captions: list[str]) -> dict[str, torch.
         raise MinimagenError(f"Got {len(found)} images but {len(captions)} captions; pass one caption per image.")
     q = x.round()
     lum, at_limit = q.mean(1), ((q == 0) | (q == 255)).any(1)  # [B,H,W]
-    shading, pinned = [], []
+    shading, pinned, pattern, contrast = [], [], [], []
     for b, (objects, caption) in enumerate(zip(found, captions)):
         by_color = {o["color"]: o for o in objects}
-        kept, inside = [], torch.zeros_like(at_limit[b])
+        kept, parts, inside = [], [], torch.zeros_like(at_limit[b])
         for want in parse_caption(caption)[0]:
             obj = by_color.get(want["color"])
             if obj is None:
@@ -251,10 +258,14 @@ def detail_scores(images: torch.Tensor, captions: list[str]) -> dict[str, torch.
             core = -F.max_pool2d(-obj["mask"][None, None].float(), 3, 1, 1)[0, 0] > 0  # eroded by 1 px
             core = core if core.sum() >= 4 else obj["mask"]
             inside |= obj["mask"]
-            kept.append(_shading_kept(lum[b][core], object_profile(obj, want["color"], x.shape[-1])[core]))
+            parts.append(_shading_parts(lum[b][core], object_profile(obj, want["color"], x.shape[-1])[core]))
+            kept.append(_shading_kept(*parts[-1]))
         shading.append(sum(kept) / len(kept))
+        pattern.append(sum(p for p, _ in parts) / len(parts) if parts else math.nan)
+        contrast.append(sum(c for _, c in parts) / len(parts) if parts else math.nan)
         pinned.append(at_limit[b][inside].float().mean().item() if inside.any() else 0.0)
-    return dict(shading=torch.tensor(shading), pinned=torch.tensor(pinned))
+    return dict(shading=torch.tensor(shading), pinned=torch.tensor(pinned), pattern=torch.tensor(pattern),
+                contrast=torch.tensor(contrast))
 
 
 def _dist_to_triangle(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:

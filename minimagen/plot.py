@@ -113,7 +113,7 @@ def thresholding_figure(rows: dict, captions, guidance_scale: float, path=None):
                                        "thresholding", path)
 
 
-# ---------------------------------------------------------------- guidance and thresholding (notebook 06)
+# ---------------------------------------------------------------- guidance and thresholding (notebook 07)
 def bar_compare(values: dict, xlabels=None, title=None, ax=None):
     """Grouped bars: one group per position, one bar per entry of `values` ({label: [numbers]})."""
     if ax is None:
@@ -155,7 +155,7 @@ def guidance_grid(rows, caption: int = 0, seed: int = 0, methods=None, guidance_
                 ax.set_ylabel(_wrap(m, 14), fontsize=8)
     if caption_text is not None:
         fig.suptitle(f'"{caption_text}"', fontsize=10)
-    fig.tight_layout(pad=0.3)
+    fig.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the suptitle
     return fig
 
 
