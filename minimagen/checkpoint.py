@@ -58,7 +58,7 @@ def load_checkpoint(path, map_location="cpu") -> dict:
 
 def check_text_encoder(state: dict, encoder, path) -> None:
     """Refuse a checkpoint trained with another version of its text encoder than `encoder` (same name,
-    different weights or vocabulary). Checkpoints without a fingerprint (older ones, the shipped ones)
+    different weights or vocabulary). Checkpoints without a fingerprint (from before fingerprints existed)
     are trusted on their encoder's name, as before."""
     stored = state.get("text_encoder_fingerprint")
     if stored is None or stored == encoder.fingerprint:

@@ -264,8 +264,12 @@ def test_checkpoints_record_and_check_the_encoder_fingerprint(tmp_path, encoder)
         load_cascade([path])
     with pytest.raises(MinimagenError, match="build-tiny-t5"):
         Trainer(config(tmp_path))  # resuming checks it too
-    assert "text_encoder_fingerprint" not in load_checkpoint(BASE32)  # shipped before fingerprints: loads as before
+    shipped = load_checkpoint(BASE32)  # trained with fingerprints: it records the shipped tiny T5's
+    assert shipped["text_encoder_fingerprint"] == encoder.fingerprint
     assert load_cascade([BASE32]).text_encoder.name == "tiny"
+    legacy = tmp_path / "legacy.pt"  # a checkpoint from before fingerprints existed loads as before
+    save_checkpoint({k: v for k, v in shipped.items() if k not in ("format", "text_encoder_fingerprint")}, legacy)
+    assert load_cascade([legacy]).text_encoder.name == "tiny"
 
 
 # ---------------------------------------------------------------- environment
