@@ -117,7 +117,7 @@ def thresholding_figure(rows: dict, captions, guidance_scale: float, path=None):
 def bar_compare(values: dict, xlabels=None, title=None, ax=None):
     """Grouped bars: one group per position, one bar per entry of `values` ({label: [numbers]})."""
     if ax is None:
-        _, ax = plt.subplots(figsize=(5, 2.6))
+        _, ax = plt.subplots(figsize=(6.5, 3))
     n = len(values)
     for k, (label, v) in enumerate(values.items()):
         x = np.arange(len(v)) + (k - (n - 1) / 2) * 0.8 / n
@@ -225,7 +225,7 @@ def scan_line_figure(images: dict, row: int, columns=None, reference=None, title
     the image with the row marked: static clipping shows plateaus at +-1 where a real object (and a
     kept profile) has a slope. reference: an optional real render [3, H, W], drawn dotted on every panel."""
     n = len(images)
-    fig, axes = plt.subplots(2, n, figsize=(3.0 * n, 5.0), squeeze=False, gridspec_kw={"height_ratios": [1.1, 1]})
+    fig, axes = plt.subplots(2, n, figsize=(max(3.0 * n, 5.5), 5.0), squeeze=False, gridspec_kw={"height_ratios": [1.1, 1]})
     lo, hi = columns or (0, next(iter(images.values())).shape[-1])
     xs = np.arange(lo, hi)
     for j, (label, img) in enumerate(images.items()):
@@ -248,7 +248,7 @@ def scan_line_figure(images: dict, row: int, columns=None, reference=None, title
     return fig
 
 
-def pinned_map_figure(images: dict, size: float = 1.6, title=None):
+def pinned_map_figure(images: dict, size: float = 1.9, title=None):
     """Each image ({label: [B, 3, H, W]}) over a map of its pixels with a channel at exactly -1 or +1
     (yellow), the plateaus that clipping makes; the titles give the fraction of such pixels."""
     n, B = len(images), len(next(iter(images.values())))

