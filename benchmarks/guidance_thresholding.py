@@ -27,8 +27,6 @@ phase varies it; the selection ran with seed 0 only, 24 images per cell, to fit 
 also writes the trade-off plot benchmarks/guidance_thresholding.png.
 """
 import argparse
-import os
-import platform
 import random
 import time
 from pathlib import Path
@@ -38,6 +36,7 @@ import torch
 
 from minimagen import diffusion as D
 from minimagen.data import all_captions
+from minimagen.device import describe_machine
 from minimagen.evaluate import SCORES, find_row, guidance_sweep, paired_difference, save_rows, sweep_table
 from minimagen.imagen import load_cascade
 from minimagen.plot import tradeoff_plot
@@ -59,9 +58,7 @@ def pick_captions(n: int, draw: int = 0, exclude=()) -> tuple[list[str], int]:
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
-    return f"{cpu}, {os.cpu_count()} cpus, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    return f"{describe_machine()}, torch {torch.__version__}"
 
 
 def diff(a, b, key):

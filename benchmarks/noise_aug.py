@@ -73,6 +73,10 @@ def main():
     p.add_argument("--percentile", type=float, default=D.DYNAMIC_PERCENTILE, help="dynamic thresholding of the base stage")
     p.add_argument("--cap", type=float, default=D.DYNAMIC_CAP, help="its cap on s (0 = none)")
     p.add_argument("--steps", type=int, default=25, help="DDIM steps, both stages")
+    # imperfect base samples, where the paper says augmentation helps: fewer base steps, more guidance, or noise
+    p.add_argument("--base-steps", type=int, default=None, help="DDIM steps of the base samples (default: --steps)")
+    p.add_argument("--base-guidance", type=float, default=None, help="w of the base samples (default: --guidance)")
+    p.add_argument("--input-noise", type=float, default=0.0, help="std of Gaussian noise added to the base samples")
     p.add_argument("--out", default=str(HERE / "results" / "noise_aug.csv"))
     p.add_argument("--plot", default=str(HERE / "noise_aug.png"))
     args = p.parse_args()
@@ -84,8 +88,12 @@ def main():
           f"per cell; load average {os.getloadavg()[0]:.2f}", flush=True)
 
     base = load_cascade([args.base])
-    low = base.sample(captions, guidance_scale=args.guidance, thresholding="dynamic", percentile=args.percentile, cap=args.cap or None,
-                      steps=args.steps, seed=0, stages=1).cpu()  # [B, 3, 32, 32]
+    low = base.sample(captions, guidance_scale=args.base_guidance or args.guidance, thresholding="dynamic",
+                      percentile=args.percentile, cap=args.cap or None, steps=args.base_steps or args.steps, seed=0,
+                      stages=1).cpu()  # [B, 3, 32, 32]
+    if args.input_noise:  # a corrupted input: the same images with seeded Gaussian noise, clipped to the range
+        noise = torch.randn(low.shape, generator=torch.Generator().manual_seed(1))
+        low = (low + args.input_noise * noise).clamp(-1, 1)
     b = score_images(low[None], captions)
     print(f"base 32 px samples: alignment {b['alignment']:.3f} ± {b['alignment_se']:.3f}, off-palette "
           f"{b['off_palette']:.4f} ± {b['off_palette_se']:.4f}, Fréchet (32 px) {metrics.fidelity(low)['frechet']:.0f} "

@@ -39,6 +39,9 @@ from minimagen.metrics import caption_alignment
 HERE = Path(__file__).parent
 
 
+BASE32_SETTINGS = ["--lr", "3e-4", "--warmup-steps", "200", "--ema-decay", "0.999", "--dataset-size", "10000"]
+
+
 def caption_sets(n: int) -> dict[str, tuple[list[str], list[str]]]:
     """{set: (prompts given to the model, grammar captions the detector scores against)}."""
     rng = random.Random(0)  # train_curve.py's draw
@@ -77,8 +80,9 @@ def main():
         ckpt = given.get(enc)
         if ckpt is None:
             run = Path("runs") / f"base32_{enc}"
+            # the shipped base32's settings (data/checkpoints/README.md), so the encoder is the only difference
             subprocess.run([sys.executable, "-m", "minimagen", "train", "--stage", "0", "--steps", str(args.steps),
-                            "--text-encoder", enc, "--out", str(run), "--sample-every", "0"], check=True)
+                            *BASE32_SETTINGS, "--text-encoder", enc, "--out", str(run), "--sample-every", "0"], check=True)
             ckpt = run / "ema.pt"
         scores[enc] = score(ckpt, sets, args.seeds, args.guidance, args.sample_steps)
         print(f"{enc}: " + ", ".join(f"{k} {v.mean():.3f}" for k, v in scores[enc].items()) +

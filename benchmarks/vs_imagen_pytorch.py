@@ -57,7 +57,6 @@ import datetime
 import importlib.util
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -125,6 +124,7 @@ except ImportError:
     sys.exit(__doc__.split("Run (")[0] + "\nimagen_pytorch is not importable from " + sys.executable +
              ": run this script with the peer environment's python (see Setup above).")
 
+from minimagen.device import cpu_name  # noqa: E402
 from minimagen.imagen import Imagen, stage_loss  # noqa: E402
 from minimagen.unet import Unet, count_parameters, unet_preset  # noqa: E402
 
@@ -261,15 +261,7 @@ def profile_steps(steps, bf16: bool, rows: int = 15):
 
 # ---------------------------------------------------------------- reporting
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    return f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
 def uptime() -> str:

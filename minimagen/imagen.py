@@ -81,11 +81,12 @@ LOSS_WEIGHTINGS = ("uniform", "min_snr")
 
 
 def stage_loss(unet, images, embeds, mask, lowres_size=None, objective="v", schedule="cosine", cond_drop_prob=0.1,
-               noise_aug=True, loss_weighting="uniform"):
+               noise_aug=1.0, loss_weighting="uniform"):
     """Denoising loss of one stage [DDPM Eq. 14, in continuous time]: t ~ U(0, 1), noise the images,
     ask the U-Net for the objective (eps, v or x0), mean squared error. Stages train independently
     (one U-Net per run, as in the paper); an SR stage (lowres_size set) gets noise-conditioning
-    augmentation at a random level per sample (noise_aug=False: always clean, the ablation).
+    augmentation at a random level per sample, uniform in [0, noise_aug] (0 or False: always clean, the
+    ablation; True = 1.0, the whole range up to pure noise).
     loss_weighting "min_snr": Min-SNR-5 weights (min_snr_weight). `unet` may be a DDP wrapper."""
     check_choice(loss_weighting, LOSS_WEIGHTINGS, "loss_weighting")
     config = getattr(unet, "module", unet).config
@@ -99,7 +100,7 @@ def stage_loss(unet, images, embeds, mask, lowres_size=None, objective="v", sche
     x_t = D.q_sample(x0, log_snr, noise)
     lowres = aug_log_snr = None
     if lowres_size is not None:
-        aug = torch.rand(B, device=dev) if noise_aug else torch.zeros(B, device=dev)
+        aug = torch.rand(B, device=dev) * float(noise_aug)
         lowres, aug_log_snr = noise_augment(down_up(x0, lowres_size), aug, schedule)
     drop = torch.rand(B, device=dev) < cond_drop_prob  # classifier-free guidance: also learn p(x | no text)
     pred = unet(x_t, log_snr, embeds, mask.to(dev), lowres, aug_log_snr, drop)
@@ -139,7 +140,7 @@ class Imagen(nn.Module):
             raise MinimagenError(f"stage {stage!r} is out of range: this cascade has stages 0..{len(self.unets) - 1}.")
         return self.unets[stage]
 
-    def loss(self, images, captions, stage: int = 0, noise_aug=True, loss_weighting="uniform"):
+    def loss(self, images, captions, stage: int = 0, noise_aug=1.0, loss_weighting="uniform"):
         """The denoising loss of one stage (see stage_loss)."""
         unet = self._stage(stage)
         embeds, mask = self.text_encoder.encode(captions)
@@ -166,18 +167,23 @@ class Imagen(nn.Module):
                return_all_stages=False, bf16=False, callback=None, cap=D.DYNAMIC_CAP):
         """Caption(s) -> images in [-1, 1]: the base stage from noise, then each SR stage from the
         stage before, its input noise-augmented at lowres_aug_level (0 = clean, 1 = pure noise).
+        guidance_scale: one w for every stage, or a list with one per stage (base first).
         stages: how many stages to run (default all). lowres_images: the input of an SR-only cascade.
         steps / sampler / thresholding / percentile / cap apply to every stage (cap: the dynamic
         threshold's ceiling on s, diffusers' sample_max_value; None = uncapped, as in the paper). Returns the last stage's
         [B, 3, H, W], or the list of every stage's images with return_all_stages."""
+        # one guidance scale per stage, as DeepFloyd IF samples (7 for its base, 4 for its SR stages): an SR
+        # stage also has its input image to follow, and benchmarks/sr_stages.py measures what w does there
+        n = len(self.unets)
+        scales = list(guidance_scale) if isinstance(guidance_scale, (list, tuple)) else [guidance_scale] * n
         # `0 <= x` is False for NaN and a TypeError for a string: check the type first
-        if not (isinstance(guidance_scale, numbers.Real) and 0 <= guidance_scale < math.inf):
-            raise MinimagenError(f"guidance_scale must be a number >= 0 (1 = no guidance, 3-7.5 typical), got {guidance_scale!r}.")
+        if len(scales) != n or not all(isinstance(w, numbers.Real) and 0 <= w < math.inf for w in scales):
+            raise MinimagenError(f"guidance_scale must be a number >= 0 (1 = no guidance, 3-7.5 typical) or a list of "
+                                 f"{n} of them, one per stage; got {guidance_scale!r}.")
         if not (isinstance(lowres_aug_level, numbers.Real) and 0 <= lowres_aug_level <= 1):
             raise MinimagenError(f"lowres_aug_level must be in [0, 1] (0 = clean, 1 = pure noise), got {lowres_aug_level!r}.")
         if not isinstance(seed, numbers.Integral) or not -2**63 <= seed < 2**64:
             raise MinimagenError(f"seed must be an integer (a 64-bit one), got {seed!r}.")
-        n = len(self.unets)
         stages = n if stages is None else stages
         if not isinstance(stages, numbers.Integral) or not 1 <= stages <= n:
             raise MinimagenError(f"stages={stages!r} is out of range: this cascade has {n} stage(s), so pass 1..{n} "
@@ -203,7 +209,7 @@ class Imagen(nn.Module):
             if self.lowres_sizes[k] is not None:  # noise-conditioning augmentation, as in training
                 aug = torch.full((B,), float(lowres_aug_level), device=dev)
                 lowres, aug_log_snr = noise_augment(resize(images.to(dev), size), aug, self.schedule, g)
-            model_fn = self.guided_model_fn(self.unets[k], embeds, mask, guidance_scale, lowres, aug_log_snr)
+            model_fn = self.guided_model_fn(self.unets[k], embeds, mask, scales[k], lowres, aug_log_snr)
             with autocast(dev, use_bf16):
                 images = D.sample_loop(model_fn, (B, 3, size, size), steps, sampler, self.objective, thresholding,
                                        percentile, self.schedule, generator=g, device=dev, callback=callback, cap=cap)

@@ -268,6 +268,32 @@ def detail_scores(images: torch.Tensor, captions: list[str]) -> dict[str, torch.
                 contrast=torch.tensor(contrast))
 
 
+# ---------------------------------------------------------------------------------------------
+# What a super-resolution stage adds. Bilinear upsampling keeps an image's colours and layout, so
+# caption alignment cannot tell it from a good SR stage; what differs is the detail above the input's
+# resolution. `lost_detail` isolates that band; the scores compare it with real renders at that size.
+
+def lost_detail(images: torch.Tensor, low_size: int) -> torch.Tensor:
+    """[B, 3, H, W] in [-1, 1] -> the part a round trip through low_size px removes (the band an
+    upsampler from low_size must add). Bilinear upsampling of a low_size image has almost none of it."""
+    low = F.interpolate(images.float(), size=low_size, mode="bilinear", antialias=True, align_corners=False)
+    return images.float() - F.interpolate(low, size=images.shape[-1], mode="bilinear", align_corners=False)
+
+
+def detail_energy(images: torch.Tensor, low_size: int) -> torch.Tensor:
+    """[B]: mean squared `lost_detail` per image: how much fine detail (edges, highlights) it holds."""
+    return lost_detail(images, low_size).pow(2).mean(dim=(1, 2, 3))
+
+
+def detail_error(images: torch.Tensor, real: torch.Tensor, low_size: int) -> torch.Tensor:
+    """[B]: the error of the fine detail against a real render of the same scene, in units of that
+    render's detail energy: 0 = the right detail in the right place, 1 = none at all, ~0.6 = bilinear
+    upsampling of the real low-res render (it keeps some of the band), > 1 = wrong detail (misplaced
+    edges, noise)."""
+    err = (lost_detail(images, low_size) - lost_detail(real, low_size)).pow(2).mean(dim=(1, 2, 3))
+    return err / detail_energy(real, low_size).clamp_min(1e-8)
+
+
 def _dist_to_triangle(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """Euclidean distance from points p [N,3] to the filled triangle (a, b, c)."""
     def to_segment(u, v):

@@ -2,7 +2,7 @@
 bf16 autocast where it is fast, cached text embeddings, tqdm progress, a loss log with its plot,
 periodic sample grids, atomic checkpoints with exact resume, and multi-GPU through PyTorch's DDP.
 
-    python -m minimagen train --stage 0 --steps 3000 --out runs/base        # one process
+    python -m minimagen train --stage 0 --out runs/base       # one process, the stage's recipe (STAGE_RECIPES)
     -> runs/base/last.pt (resumable), ema.pt (EMA weights in fp16, to sample and share), loss.csv/png, samples/
     torchrun --nproc_per_node 2 -m minimagen train --stage 0 --out runs/base  # DDP
 
@@ -12,6 +12,7 @@ k+1, k+2, ... as the run that never stopped (tests/test_train.py checks the loss
 """
 import csv
 import dataclasses
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -31,26 +32,40 @@ from .imagen import LOSS_WEIGHTINGS, Imagen, resize, stage_loss
 from .text import TextEncoder
 from .unet import Unet, unet_preset
 
-DEFAULT_PRESETS = {0: "base32", 1: "sr64", 2: "sr128"}  # 32 -> 64 -> 128
+# Each stage's recipe: what a flag left unset means. The base's is the fast recipe of
+# benchmarks/README.md ("time to a good model"): chosen one lever at a time by
+# benchmarks/wall_clock_curve.py --levers, on captions disjoint from the ones it is scored on.
+STAGE_RECIPES = {
+    0: dict(preset="base32", steps=1400, batch_size=32, lr=1e-3, warmup_steps=100, lr_schedule="constant",
+            ema_decay=0.98, dataset_size=2000),
+    1: dict(preset="sr64", steps=3000, batch_size=32, lr=3e-4, warmup_steps=200, lr_schedule="constant",
+            ema_decay=0.999, dataset_size=10000),
+    2: dict(preset="sr128", steps=3000, batch_size=32, lr=3e-4, warmup_steps=200, lr_schedule="constant",
+            ema_decay=0.999, dataset_size=10000),
+}
+LR_SCHEDULES = ("constant", "cosine")
+DEFAULT_PRESETS = {stage: recipe["preset"] for stage, recipe in STAGE_RECIPES.items()}  # 32 -> 64 -> 128
 STAGE_SIZES = {0: None, 1: 32, 2: 64}                    # each SR stage's low-res input size
 
 
 @dataclass
 class TrainConfig:
     stage: int = 0                 # 0 = base, 1 = SR 32->64, 2 = SR 64->128
-    preset: str | None = None      # U-Net preset (minimagen.unet.PRESETS); None = the stage's default
-    steps: int = 3000              # optimizer steps (per process)
-    batch_size: int = 32           # per process
-    lr: float = 3e-4
-    warmup_steps: int = 200        # linear LR warmup: Adam's early steps are noisy without it
+    # None = the stage's recipe (STAGE_RECIPES above)
+    preset: str | None = None      # U-Net preset (minimagen.unet.PRESETS)
+    steps: int | None = None       # optimizer steps (per process)
+    batch_size: int | None = None  # per process
+    lr: float | None = None
+    warmup_steps: int | None = None  # linear LR warmup: Adam's early steps are noisy without it
+    lr_schedule: str | None = None  # after the warm-up: "constant", or "cosine" (decays to 0 at `steps`)
     grad_clip: float = 1.0
-    ema_decay: float = 0.999       # EMA weights are what sampling uses (smoother than the raw weights)
+    ema_decay: float | None = None   # EMA weights are what sampling uses (smoother than the raw weights)
     cond_drop_prob: float = 0.1    # classifier-free guidance: fraction of captions replaced by the null text
     objective: str = "v"           # eps (the paper), v (stable at both ends of the schedule), or x0
     schedule: str = "cosine"
     text_encoder: str | None = None  # None -> $MINIMAGEN_TEXT_ENCODER, else t5-small
     dataset: str = "shapes"        # "shapes" or a folder of images + captions.csv / captions.jsonl
-    dataset_size: int = 10000      # procedural shapes images to render
+    dataset_size: int | None = None  # procedural shapes images to render
     seed: int = 0
     out_dir: str = "runs/base"
     log_every: int = 25
@@ -59,22 +74,26 @@ class TrainConfig:
     bf16: bool | None = None       # None = where the hardware supports it
     device: str | None = None      # None = cuda if available else cpu
     init_from: str | None = None   # start from these weights (fine-tuning), not a resume
-    noise_aug: bool = True         # SR stages: noise-conditioning augmentation (False = the ablation)
+    noise_aug: float = 1.0         # SR stages: training aug levels ~ U(0, noise_aug) (0 = none, the ablation)
     loss_weighting: str = "uniform"  # or "min_snr": Min-SNR-5 weighting [Hang et al. 2023]
 
     def __post_init__(self):
         if self.stage not in DEFAULT_PRESETS:
             raise MinimagenError(f"stage must be 0 (base), 1 (32->64) or 2 (64->128), got {self.stage}.")
-        self.preset = self.preset or DEFAULT_PRESETS[self.stage]
+        for name, value in STAGE_RECIPES[self.stage].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         if self.steps <= 0 or self.batch_size <= 0:
             raise MinimagenError("steps and batch_size must be positive integers.")
         # caught here, not as a torch error (or a ZeroDivisionError, or silently odd training) steps later
         rules = [("lr", self.lr > 0, "> 0"), ("warmup_steps", self.warmup_steps >= 0, ">= 0"),
                  ("grad_clip", self.grad_clip > 0, "> 0"), ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)"),
                  ("cond_drop_prob", 0 <= self.cond_drop_prob <= 1, "in [0, 1]"),
+                 ("noise_aug", 0 <= self.noise_aug <= 1, "in [0, 1]"),
                  ("log_every", self.log_every >= 1, ">= 1"), ("checkpoint_every", self.checkpoint_every >= 1, ">= 1"),
                  ("sample_every", self.sample_every >= 0, ">= 0 (0 = never)"),
                  ("objective", self.objective in OBJECTIVES, f"one of {list(OBJECTIVES)}"),
+                 ("lr_schedule", self.lr_schedule in LR_SCHEDULES, f"one of {list(LR_SCHEDULES)}"),
                  ("schedule", self.schedule in SCHEDULES, f"one of {sorted(SCHEDULES)}"),
                  ("loss_weighting", self.loss_weighting in LOSS_WEIGHTINGS, f"one of {list(LOSS_WEIGHTINGS)}")]
         bad = [f"{name}={getattr(self, name)!r} (use {rule})" for name, ok, rule in rules if not ok]
@@ -84,8 +103,17 @@ class TrainConfig:
 
 # fields that must match to resume a run (the rest, like steps or out_dir, may change)
 RESUME_FIELDS = ("stage", "preset", "batch_size", "objective", "schedule", "text_encoder", "dataset",
-                 "dataset_size", "seed", "cond_drop_prob", "lr", "warmup_steps", "ema_decay", "noise_aug",
+                 "dataset_size", "seed", "cond_drop_prob", "lr", "warmup_steps", "lr_schedule", "ema_decay", "noise_aug",
                  "loss_weighting")
+
+
+def lr_factor(step: int, c: "TrainConfig") -> float:
+    """The learning rate at `step` as a fraction of c.lr: a linear warm-up, then constant, or (cosine)
+    decaying to 0 at c.steps, which lets a fixed, short budget end on small, careful steps."""
+    warm = min(1.0, (step + 1) / max(1, c.warmup_steps))
+    if c.lr_schedule == "cosine":
+        return warm * 0.5 * (1 + math.cos(math.pi * min(step, c.steps) / c.steps))
+    return warm
 
 
 def ema_avg(decay: float):
@@ -119,7 +147,7 @@ class Trainer:
         self.unet = Unet(self.unet_config).to(self.device)
         self.ema = AveragedModel(self.unet, avg_fn=ema_avg(c.ema_decay), use_buffers=True)
         self.opt = torch.optim.AdamW(self.unet.parameters(), lr=c.lr, weight_decay=0.0)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / max(1, c.warmup_steps)))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, c))
         self.model = self.unet if self.world == 1 else torch.nn.parallel.DistributedDataParallel(self.unet)
         self.step, self.out = 0, Path(c.out_dir)
         self.data = (ShapesDataset(size=self.image_size, split="train", n=c.dataset_size, seed=c.seed)
@@ -147,7 +175,8 @@ class Trainer:
             raise MinimagenError(f"{path} holds a stage-{state['stage']} U-Net that differs from this run's "
                                  f"({'; '.join(diff) or 'stage'}): pass the matching --stage/--preset or another --out.")
         if resume:
-            defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # fields newer than the run
+            # fields newer than the run: their default, or the stage's recipe
+            defaults = {**{f.name: f.default for f in dataclasses.fields(TrainConfig)}, **STAGE_RECIPES[self.config.stage]}
             diff = config_differences({**defaults, **state["train_config"]}, dataclasses.asdict(self.config), RESUME_FIELDS)
             if diff:
                 raise MinimagenError(f"cannot resume {path}: settings changed ({'; '.join(diff)}); "

@@ -297,6 +297,8 @@ PRESETS: dict[str, UnetConfig] = {
     # The paper's 64x64 base at dim 64 instead of 512 (shape as imagen-pytorch's BaseUnet64 reads the paper:
     # mults (1, 2, 3, 4), 3 blocks per level, attention at the lower three resolutions). Imagen used the
     # Efficient U-Net only for its SR stages; the base adapts the improved-DDPM U-Net, hence the classic ordering.
+    # base32 at half the width (a quarter of the parameters): a size between base32 and tiny32 for short runs.
+    "small32": UnetConfig(dim=32, dim_mults=(1, 2, 2), num_resnet_blocks=(1, 2, 3), cross_attn=(False, True, True)),
     # Tiny versions for the tests and the notebooks' quick mode: seconds per hundred steps on a CPU.
     "tiny32": UnetConfig(dim=16, dim_mults=(1, 2), num_resnet_blocks=(1, 1), cross_attn=(False, True), attn_heads=2),
     "tiny-sr64": UnetConfig(dim=16, dim_mults=(1, 2), num_resnet_blocks=(1, 1), cross_attn=(False, True), attn_heads=2,

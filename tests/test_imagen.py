@@ -99,8 +99,21 @@ def test_guidance_uses_one_batched_call(cascade):
     assert calls == [6, 6]  # conditional + unconditional halves together, every step
 
 
+def test_each_stage_can_have_its_own_guidance_scale(cascade):
+    """A list gives one w per stage: the base's calls are batched (guided), the SR stage's are not (w = 1)."""
+    spies = [Spy(u) for u in cascade.unets]
+    calls = [[], []]
+    for spy, seen in zip(spies, calls):
+        spy.register_forward_hook(lambda m, args, out, seen=seen: seen.append(args[0].shape[0]))
+    model = Imagen(spies, cascade.text_encoder)
+    out = model.sample(["a small red circle"] * 3, guidance_scale=[5.0, 1.0], steps=2)
+    assert calls == [[6, 6], [3, 3]] and out.shape == (3, 3, 64, 64)
+    same = model.sample(["a small red circle"] * 3, guidance_scale=(5.0, 5.0), steps=2)
+    torch.testing.assert_close(same, model.sample(["a small red circle"] * 3, guidance_scale=5.0, steps=2))
+
+
 @pytest.mark.parametrize("kwargs,match", [
-    ({"guidance_scale": -1}, ">= 0"), ({"steps": 0}, "positive"), ({"thresholding": "clip"}, "dynamic"),
+    ({"guidance_scale": -1}, ">= 0"), ({"guidance_scale": [3.0]}, "one per stage"), ({"steps": 0}, "positive"), ({"thresholding": "clip"}, "dynamic"),
     ({"percentile": 1.5}, r"\(0, 1\]"), ({"stages": 3}, "out of range"), ({"lowres_aug_level": 2}, r"\[0, 1\]")])
 def test_sampling_argument_errors(cascade, kwargs, match):
     with pytest.raises(MinimagenError, match=match):
@@ -159,5 +172,10 @@ def test_stage_loss_options():
     weighted = stage_loss(unet, images, embeds, mask, 32, noise_aug=False, loss_weighting="min_snr")
     assert torch.isfinite(weighted) and weighted.item() != plain.item()
     weighted.backward()
+    torch.manual_seed(2)
+    stage_loss(unet, images, embeds, mask, 32, noise_aug=0.25)  # training levels ~ U(0, 0.25)
+    levels = torch.linspace(0, 0.25, 101)  # the log-SNRs of levels in [0, 0.25], so the U-Net saw one of them
+    assert (seen["aug"] <= D.get_schedule("cosine")(levels).max() + 1e-4).all()
+    assert (seen["aug"] >= D.get_schedule("cosine")(levels).min() - 1e-4).all()
     with pytest.raises(MinimagenError, match="min_snr"):
         stage_loss(unet, images, embeds, mask, 32, loss_weighting="snr")

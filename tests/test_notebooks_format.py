@@ -22,6 +22,7 @@ def test_notebook_format(path):
     cells = nb["cells"]
     code = [c for c in cells if c["cell_type"] == "code" and "".join(c["source"]).strip()]
     first = "".join(cells[0]["source"])
+    assert first.startswith(f"# {path.name[:2]} · "), "the title's number is the file's (renumbered notebooks keep their titles in step)"
     assert "colab-badge.svg" in first and f"blob/main/notebooks/{path.name}" in first, "Colab badge in the first cell"
     assert nb["metadata"].get("accelerator") == "GPU", "ask Colab for a GPU runtime"
     assert "".join(code[0]["source"]) == INSTALL_CELL, "the first code cell is minimagen.notebook.INSTALL_CELL (Colab only)"

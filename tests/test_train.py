@@ -112,6 +112,43 @@ while True:
     assert state["version"] >= 0 and state["w"].numel() in (10, 20_000_000)
 
 
+def test_unset_settings_take_the_stages_recipe_and_flags_override_it():
+    from minimagen.cli import add_train_args, config_from_args
+    from minimagen.train import STAGE_RECIPES
+    import argparse
+    parser = argparse.ArgumentParser()
+    add_train_args(parser)
+    for stage, recipe in STAGE_RECIPES.items():
+        c = config_from_args(parser.parse_args(["--stage", str(stage)]))
+        assert {k: getattr(c, k) for k in recipe} == recipe
+    c = config_from_args(parser.parse_args(["--stage", "0", "--lr", "3e-4", "--batch-size", "16"]))
+    assert (c.lr, c.batch_size, c.ema_decay) == (3e-4, 16, STAGE_RECIPES[0]["ema_decay"])
+    assert isinstance(c.lr, float) and isinstance(c.batch_size, int)  # typed from the field, not the None default
+    with pytest.raises(MinimagenError, match="lr=-1"):
+        TrainConfig(lr=-1)
+
+
+def test_lr_schedule_warms_up_then_is_constant_or_decays_to_zero():
+    from minimagen.train import lr_factor
+    const = TrainConfig(steps=100, warmup_steps=10, lr_schedule="constant")
+    cos = TrainConfig(steps=100, warmup_steps=10, lr_schedule="cosine")
+    assert [lr_factor(s, const) for s in (0, 4, 9, 50, 99)] == [0.1, 0.5, 1.0, 1.0, 1.0]
+    assert lr_factor(0, cos) == pytest.approx(0.1) and lr_factor(50, cos) == pytest.approx(0.5)
+    assert lr_factor(100, cos) == pytest.approx(0.0, abs=1e-12) and lr_factor(150, cos) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(MinimagenError, match="lr_schedule"):
+        TrainConfig(lr_schedule="linear")
+
+
+def test_a_run_from_before_a_setting_existed_still_resumes(tmp_path):
+    """A checkpoint whose train_config lacks a newer field (lr_schedule) resumes with the recipe's value."""
+    Trainer(config(tmp_path, steps=2)).train()
+    path = tmp_path / "run" / "last.pt"
+    state = load_checkpoint(path)
+    del state["train_config"]["lr_schedule"]
+    save_checkpoint(state, path)
+    assert Trainer(config(tmp_path, steps=3)).step == 2
+
+
 def test_cli_train_and_sample(tmp_path):
     out = tmp_path / "cli"
     env = {**os.environ, "MINIMAGEN_TEXT_ENCODER": "tiny"}
