@@ -135,9 +135,7 @@ def levers(root: Path, minutes: list[float], n_captions: int, threads: int, only
     table = []
     for name, extra in LEVERS.items():
         out = root / name.replace(" ", "_").replace("(", "").replace(")", "").replace(".", "")
-        if only and name not in only:
-            pass
-        elif not (out / "wall_clock.csv").exists():
+        if (not only or name in only) and not (out / "wall_clock.csv").exists():
             subprocess.run([sys.executable, __file__, "--out", str(out), "--threads", str(threads), "--n-captions",
                             str(n_captions), "--draw", str(draw), "--minutes", *map(str, SPEED_ONLY.get(name, minutes)), "--train-args", *extra], check=True)
         if (out / "wall_clock.csv").exists():
