@@ -3,11 +3,13 @@ low-res input (in training, and at sampling time) make the 32->64 stage robust t
 own samples?
 
 1. Samples the shipped base model (data/checkpoints/base32.pt) once for fixed training and held-out
-   captions (w = 3, dynamic thresholding, DDIM 25 steps, seed 0).
+   captions (w = 3, dynamic thresholding, DDIM 25 steps, seed 0), or makes them imperfect on purpose,
+   where the paper says augmentation helps: fewer base steps (--base-steps), more guidance
+   (--base-guidance), or seeded Gaussian noise on the samples (--input-noise).
 2. Upsamples those 32 px samples with each SR checkpoint at every sampling-time augmentation level
-   (minimagen.evaluate.aug_level_sweep): the shipped data/checkpoints/sr64.pt (trained with
-   augmentation, level ~ U(0, 1)) and a twin trained identically with --no-noise-aug
-   (data/checkpoints/sr64_noaug.pt), so the two curves separate augmentation in training from at sampling.
+   (minimagen.evaluate.aug_level_sweep). The default pair are twins (same command, seed and budget) but for
+   augmentation in training: data/checkpoints/sr64_aug03.pt (levels ~ U(0, 0.3)) and the cascade's
+   data/checkpoints/sr64.pt (none), so the two curves separate augmentation in training from at sampling.
 3. References on the same captions: the base samples upsampled bilinearly (what an SR stage must
    beat), real 32 px renders (minimagen.data.render) upsampled by each SR stage and bilinearly, and
    real 64 px renders of the same scenes (the ceiling, and the Fréchet distance's small-sample floor).
@@ -15,16 +17,23 @@ Scores on the 64 px outputs: caption alignment ± s.e., off-palette fraction ± 
 Fréchet distance to 1000 real 64 px images (feature net, inputs area-resized to 32 px; one value per
 seed: a set statistic, biased upwards at small n, so compare rows of equal n only). Paired
 differences (same captions, same base image, same noise) for the comparisons in the verdict.
-Writes benchmarks/results/noise_aug.csv and benchmarks/noise_aug.png. The committed figures came from:
+Writes benchmarks/results/noise_aug.csv and benchmarks/noise_aug.png (or --out / --plot). The committed
+figures came from three runs, clean, few-step and corrupted base samples:
 
-    MINIMAGEN_TEXT_ENCODER=tiny nice -n 10 env OMP_NUM_THREADS=1 python benchmarks/noise_aug.py --n-captions 32 --seeds 0
+    export MINIMAGEN_TEXT_ENCODER=tiny OMP_NUM_THREADS=1
+    SR="aug03=data/checkpoints/sr64_aug03.pt noaug=data/checkpoints/sr64.pt"
+    L="--n-captions 24 --levels 0 0.1 0.2 0.3 0.5 --real-levels 0"
+    python benchmarks/noise_aug.py --sr $SR $L
+    python benchmarks/noise_aug.py --sr $SR $L --base-steps 4 --out benchmarks/results/noise_aug_steps4.csv --plot /tmp/steps4.png
+    python benchmarks/noise_aug.py --sr $SR $L --input-noise 0.15 --out benchmarks/results/noise_aug_noise015.csv \
+        --plot benchmarks/noise_aug_noise015.png
 
-(32 training + 32 held-out captions x 1 SR seed = 64 images per cell). A quick look:
+(24 training + 24 held-out captions x 1 SR seed = 48 images per cell). A quick look:
 --n-captions 2 --levels 0 0.5 --real-levels 0 --steps 5.
 """
 import argparse
 import os
-import random
+import sys
 import time
 from pathlib import Path
 
@@ -32,20 +41,17 @@ import matplotlib.pyplot as plt
 import torch
 
 from minimagen import diffusion as D, metrics
-from minimagen.data import all_captions, from_uint8, render
+from minimagen.data import from_uint8, render
 from minimagen.evaluate import save_rows, _mean_se, aug_level_sweep, paired_difference, score_images
 from minimagen.imagen import load_cascade, resize
 
-HERE = Path(__file__).parent
-DEFAULT_SR = ["with aug=data/checkpoints/sr64.pt", "no aug=data/checkpoints/sr64_noaug.pt"]
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from train_curve import fixed_captions  # noqa: E402
+
+DEFAULT_SR = ["aug03=data/checkpoints/sr64_aug03.pt", "noaug=data/checkpoints/sr64.pt"]
 COLUMNS = ["input", "model", "aug_level", "n_images", "alignment", "alignment_se", "alignment_train",
            "alignment_held_out", "off_palette", "off_palette_se", "frechet", "frechet_se"]
-
-
-def pick_captions(n: int) -> list[str]:
-    """n fixed training captions then n held-out ones (the same draw as train_curve.py)."""
-    rng = random.Random(0)
-    return [c for split in ("train", "held_out") for c in rng.sample(all_captions(split), n)]
 
 
 def reference_row(images, captions, input_, model, n_seeds) -> dict:
@@ -81,7 +87,8 @@ def main():
     p.add_argument("--plot", default=str(HERE / "noise_aug.png"))
     args = p.parse_args()
     start = time.time()
-    captions, seeds = pick_captions(args.n_captions), list(args.seeds)
+    caps = fixed_captions(args.n_captions)  # the evaluation draw every benchmark scores
+    captions, seeds = caps["train"] + caps["held_out"], list(args.seeds)
     n_images, n_train = len(captions) * len(seeds), args.n_captions
     srs = dict(s.split("=", 1) for s in args.sr)
     print(f"{len(captions)} captions ({n_train} training, {n_train} held-out) x SR seeds {seeds} = {n_images} images "
@@ -139,8 +146,10 @@ def main():
         ax.set(xlabel="sampling-time augmentation level (0 clean, 1 pure noise)", ylabel=name)
         ax.set_title(name, fontsize=9)
     axes[0].legend(fontsize=6)
-    fig.suptitle(f"SR 32->64 on the base model's samples: {n_images} images per point, error bars s.e. (Fréchet: one "
-                 "set per seed)", fontsize=9)
+    made = (f"DDIM {args.base_steps or args.steps}, w = {args.base_guidance or args.guidance:g}"
+            + (f", + noise sigma {args.input_noise:g}" if args.input_noise else ""))
+    fig.suptitle(f"SR 32->64 on the base model's samples ({made}): {n_images} images per point, error bars s.e. "
+                 "(Fréchet: one set per seed)", fontsize=9)
     fig.tight_layout()
     fig.savefig(args.plot, dpi=110)
 

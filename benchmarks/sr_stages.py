@@ -11,11 +11,17 @@ Scores, each paired with its input (same caption, same image, same noise):
   detail error       real inputs only: the fine detail (metrics.lost_detail, the band above the input's
                      resolution) against the real render of the same scene, in units of its energy;
                      bilinear upsampling scores ~0.6, no detail at all 1, the right edges in place 0
+  input error        how strongly the input reaches the output: the RMS difference between the output
+                     shrunk back to the input size and the input itself (bilinear ~0.04, as that round trip
+                     is not exact; a stage that ignores its input, large)
   detail energy      that band's energy against real renders of the same captions and seeds (1 = as
                      sharp as real; bilinear ~0; above 1 = noisier than real)
 Writes benchmarks/results/sr_stages_<size>.csv and prints the table. Committed figures:
 
-    MINIMAGEN_TEXT_ENCODER=tiny python benchmarks/sr_stages.py --sr aug=data/checkpoints/sr64.pt noaug=data/checkpoints/sr64_noaug.pt
+    export MINIMAGEN_TEXT_ENCODER=tiny OMP_NUM_THREADS=1
+    python benchmarks/sr_stages.py --sr aug1=data/checkpoints/sr64_aug1.pt aug03=data/checkpoints/sr64_aug03.pt \
+        noaug=data/checkpoints/sr64.pt
+    python benchmarks/sr_stages.py --sr noaug=data/checkpoints/sr128.pt --input-sr data/checkpoints/sr64.pt --levels 0
 """
 import argparse
 import sys
@@ -27,7 +33,7 @@ import torch
 from minimagen import metrics
 from minimagen.data import from_uint8, render
 from minimagen.device import describe_machine
-from minimagen.evaluate import _mean_se
+from minimagen.evaluate import _mean_se, save_rows
 from minimagen.imagen import load_cascade, resize
 
 HERE = Path(__file__).resolve().parent
@@ -36,7 +42,7 @@ from train_curve import fixed_captions  # noqa: E402
 
 COLUMNS = ["input", "model", "guidance", "aug_level", "n_images", "alignment", "alignment_change", "alignment_change_se",
            "alignment_change_train", "alignment_change_held_out", "detail_error", "detail_error_se",
-           "detail_energy", "detail_energy_se", "seconds"]
+           "detail_energy", "detail_energy_se", "input_error", "input_error_se", "seconds"]
 
 
 def real_renders(captions, size):
@@ -49,6 +55,7 @@ def score(images, inputs, captions, n_train, real_high, low_size, real_input) ->
     row = {"alignment": metrics.alignment_accuracy(images, captions)}
     row["alignment_change"], row["alignment_change_se"] = _mean_se(change)
     row["alignment_change_train"], row["alignment_change_held_out"] = change[:n_train].mean().item(), change[n_train:].mean().item()
+    row["input_error"], row["input_error_se"] = _mean_se((resize(images, low_size) - inputs).pow(2).mean(dim=(1, 2, 3)).sqrt())
     energy = metrics.detail_energy(images, low_size) / metrics.detail_energy(real_high, low_size).mean()
     row["detail_energy"], row["detail_energy_se"] = _mean_se(energy)
     if real_input:
@@ -103,10 +110,9 @@ def main():
                     r = rows[-1]
                     print(f"{name:8} {label:10} w={w:<4g} aug={level:<4g} alignment {r['alignment']:.3f} "
                           f"(change {r['alignment_change']:+.3f} ± {r['alignment_change_se']:.3f}), detail energy "
-                          f"{r['detail_energy']:.2f}" + (f", detail error {r['detail_error']:.2f} ± {r['detail_error_se']:.2f}"
+                          f"{r['detail_energy']:.2f}, input error {r['input_error']:.3f}" + (f", detail error {r['detail_error']:.2f} ± {r['detail_error_se']:.2f}"
                                                          if name == "real" else "") + f"  ({time.time() - start:.0f} s)", flush=True)
     out = Path(args.out or HERE / "results" / f"sr_stages_{size}.csv")
-    from minimagen.evaluate import save_rows
     for r in rows:
         r["n_images"] = len(captions)
     save_rows(rows, out, COLUMNS)

@@ -137,7 +137,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--sampler", default="ddim", help="ddim or ddpm")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--aug-level", type=float, default=0.2, help="noise augmentation of SR inputs, 0..1")
+    p.add_argument("--aug-level", type=float, default=0.0, help="noise augmentation of SR inputs, 0 (clean) .. 1")
     p.add_argument("--device", default=None)
     p.add_argument("--out", default="outputs/samples.png")
     p.set_defaults(func=cmd_sample)

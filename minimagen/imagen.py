@@ -163,10 +163,11 @@ class Imagen(nn.Module):
 
     @torch.no_grad()
     def sample(self, captions, guidance_scale=3.0, thresholding="dynamic", percentile=D.DYNAMIC_PERCENTILE, steps=50,
-               sampler="ddim", seed=0, stages=None, lowres_images=None, lowres_aug_level=0.2,
+               sampler="ddim", seed=0, stages=None, lowres_images=None, lowres_aug_level=0.0,
                return_all_stages=False, bf16=False, callback=None, cap=D.DYNAMIC_CAP):
         """Caption(s) -> images in [-1, 1]: the base stage from noise, then each SR stage from the
-        stage before, its input noise-augmented at lowres_aug_level (0 = clean, 1 = pure noise).
+        stage before, its input noise-augmented at lowres_aug_level (0 = clean, the default: best for
+        the shipped SR stages in benchmarks/sr_stages.py and noise_aug.py; 1 = pure noise).
         guidance_scale: one w for every stage, or a list with one per stage (base first).
         stages: how many stages to run (default all). lowres_images: the input of an SR-only cascade.
         steps / sampler / thresholding / percentile / cap apply to every stage (cap: the dynamic

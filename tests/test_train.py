@@ -144,9 +144,24 @@ def test_a_run_from_before_a_setting_existed_still_resumes(tmp_path):
     Trainer(config(tmp_path, steps=2)).train()
     path = tmp_path / "run" / "last.pt"
     state = load_checkpoint(path)
-    del state["train_config"]["lr_schedule"]
+    del state["train_config"]["lr_schedule"], state["train_config"]["noise_aug"]
     save_checkpoint(state, path)
     assert Trainer(config(tmp_path, steps=3)).step == 2
+
+
+def test_an_sr_run_from_before_noise_aug_resumes_only_as_what_it_was(tmp_path):
+    """SR runs older than the noise_aug setting trained with levels ~ U(0, 1): resuming one under today's
+    recipe (no augmentation) would silently change its training, so it is refused; --noise-aug 1 resumes it."""
+    sr = lambda **kw: TrainConfig(stage=1, preset="tiny-sr64", batch_size=2, dataset_size=8, sample_every=0,
+                                  checkpoint_every=2, text_encoder="tiny", out_dir=str(tmp_path / "sr"), bf16=False, **kw)
+    Trainer(sr(steps=2, noise_aug=1.0)).train()
+    path = tmp_path / "sr" / "last.pt"
+    state = load_checkpoint(path)
+    del state["train_config"]["noise_aug"]
+    save_checkpoint(state, path)
+    with pytest.raises(MinimagenError, match="noise_aug"):
+        Trainer(sr(steps=3))
+    assert Trainer(sr(steps=3, noise_aug=1.0)).step == 2
 
 
 def test_cli_train_and_sample(tmp_path):
