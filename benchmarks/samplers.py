@@ -9,16 +9,16 @@ process-CPU seconds per image, alignment ± s.e., off-palette ± s.e., the Fréc
 paired difference of each row from DDIM 25 (same captions and seeds). Writes
 benchmarks/results/samplers.csv and benchmarks/samplers.png. The committed figures came from:
 
-    MINIMAGEN_TEXT_ENCODER=tiny nice -n 10 env OMP_NUM_THREADS=1 python benchmarks/samplers.py --n-captions 16 --seeds 0 --guidance 3 --percentile 0.95
+    MINIMAGEN_TEXT_ENCODER=tiny nice -n 10 env OMP_NUM_THREADS=1 python benchmarks/samplers.py --n-captions 16 --seeds 0 --guidance 3
 
-(16 training + 16 held-out captions x 1 seed = 32 images per sampler, one batch each; p = 0.95 because
-guidance_thresholding.py found it the best dynamic percentile: tied at w = 3, cleanest at high w).
+(16 training + 16 held-out captions x 1 seed = 32 images per sampler, one batch each; thresholding: the
+package's default dynamic setting, chosen by guidance_thresholding.py).
 A quick look: --n-captions 2 --configs ddim:25 ddpm:250.
 """
 import argparse
 import csv
 import os
-import random
+import sys
 import time
 from pathlib import Path
 
@@ -26,22 +26,18 @@ import matplotlib.pyplot as plt
 import torch
 
 from minimagen import diffusion, metrics
-from minimagen.data import all_captions
 from minimagen.evaluate import save_rows, _mean_se, paired_difference, score_images
 from minimagen.imagen import load_cascade
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from train_curve import fixed_captions  # noqa: E402
+
 DEFAULT_CONFIGS = ["ddim:10", "ddim:25", "ddim:50", "ddim:100", "ddpm:250", "ddpm:1000", "karras:8", "karras:16", "karras:32",
                    "karras:64"]
 COLUMNS = ["sampler", "steps", "nfe", "n_images", "batch", "wall_s_per_image", "cpu_s_per_image", "alignment",
            "alignment_se", "off_palette", "off_palette_se", "frechet", "frechet_se", "d_alignment", "d_alignment_se",
            "d_off_palette", "d_off_palette_se"]
-
-
-def pick_captions(n: int) -> list[str]:
-    """n fixed training captions then n held-out ones (the same draw as train_curve.py)."""
-    rng = random.Random(0)
-    return [c for split in ("train", "held_out") for c in rng.sample(all_captions(split), n)]
 
 
 def nfe(sampler: str, steps: int) -> int:
@@ -117,7 +113,8 @@ def main():
                               f"{rows[0]['n_images']} images per point, error bars: s.e.")
         return print_table(rows, ref)
     model = load_cascade([args.checkpoint])
-    captions = pick_captions(args.n_captions)
+    caps = fixed_captions(args.n_captions)  # the evaluation draw every benchmark scores
+    captions = caps["train"] + caps["held_out"]
     n_images = len(captions) * len(args.seeds)
     configs = [(s, int(n)) for s, n in (c.split(":") for c in args.configs)]
     missing = sorted({s for s, _ in configs if s not in diffusion.SAMPLERS})

@@ -47,6 +47,7 @@ LEVERS = {
     "batch 16": FIRST + ["--batch-size", "16"],
     "batch 64": FIRST + ["--batch-size", "64"],
     "eps objective": FIRST + ["--objective", "eps"],
+    "min-SNR-5 weighting": FIRST + ["--loss-weighting", "min_snr"],
     "dataset 10000": FIRST + ["--dataset-size", "10000"],
     "small32 preset": FIRST + ["--preset", "small32"],
     "tiny32 preset": FIRST + ["--preset", "tiny32"],

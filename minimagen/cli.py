@@ -30,7 +30,7 @@ def add_train_args(p):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=SWITCHES[f.name])
         else:
             kind = next((t for t in typing.get_args(f.type) if t is not type(None)), f.type)  # int | None -> int
-            recipe = f.name in STAGE_RECIPES[0]  # unset = the stage's recipe, not a fixed value
+            recipe = any(f.name in r for r in STAGE_RECIPES.values())  # unset = the stage's recipe, not a fixed value
             p.add_argument(flag, type=kind, default=f.default, dest=f.name,
                            help="default: the stage's recipe (minimagen.train.STAGE_RECIPES)" if recipe else f"default: {f.default}")
     p.add_argument("--no-noise-aug", dest="noise_aug", action="store_const", const=0.0,

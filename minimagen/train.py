@@ -40,7 +40,7 @@ from .unet import Unet, unet_preset
 # on this toy's near-clean base samples; --noise-aug 0.3 trains the twin that repairs corrupted inputs.
 STAGE_RECIPES = {
     0: dict(preset="base32", steps=1400, batch_size=32, lr=1e-3, warmup_steps=100, lr_schedule="constant",
-            ema_decay=0.98, dataset_size=2000, noise_aug=0.0),
+            ema_decay=0.98, dataset_size=2000),
     1: dict(preset="sr64", steps=3500, batch_size=16, lr=3e-4, warmup_steps=200, lr_schedule="constant",
             ema_decay=0.999, dataset_size=4000, noise_aug=0.0),
     2: dict(preset="sr128", steps=2500, batch_size=16, lr=3e-4, warmup_steps=200, lr_schedule="constant",
@@ -86,6 +86,8 @@ class TrainConfig:
         for name, value in STAGE_RECIPES[self.stage].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        if self.noise_aug is None:  # the base stage has no low-res input to augment
+            self.noise_aug = 0.0
         if self.steps <= 0 or self.batch_size <= 0:
             raise MinimagenError("steps and batch_size must be positive integers.")
         # caught here, not as a torch error (or a ZeroDivisionError, or silently odd training) steps later
@@ -181,7 +183,7 @@ class Trainer:
             # fields newer than the run: their default, or the stage's recipe (SR runs from before noise_aug
             # existed augmented over U(0, 1))
             defaults = {**{f.name: f.default for f in dataclasses.fields(TrainConfig)}, **STAGE_RECIPES[self.config.stage],
-                        **({"noise_aug": 1.0} if self.config.stage > 0 else {})}
+                        "noise_aug": 1.0 if self.config.stage > 0 else 0.0}
             diff = config_differences({**defaults, **state["train_config"]}, dataclasses.asdict(self.config), RESUME_FIELDS)
             if diff:
                 raise MinimagenError(f"cannot resume {path}: settings changed ({'; '.join(diff)}); "
