@@ -27,7 +27,7 @@ phase varies it; the selection ran with seed 0 only, 24 images per cell, to fit 
 also writes the trade-off plot benchmarks/guidance_thresholding.png.
 """
 import argparse
-import random
+import sys
 import time
 from pathlib import Path
 
@@ -35,26 +35,18 @@ import matplotlib.pyplot as plt
 import torch
 
 from minimagen import diffusion as D
-from minimagen.data import all_captions
 from minimagen.device import describe_machine
 from minimagen.evaluate import SCORES, find_row, guidance_sweep, paired_difference, save_rows, sweep_table
 from minimagen.imagen import load_cascade
 from minimagen.plot import tradeoff_plot
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from train_curve import fixed_captions  # noqa: E402  (the evaluation and selection draws every benchmark uses)
 SAMPLER_CONFIGS = (("ddim", 10), ("ddim", 25), ("ddim", 50), ("ddpm", 50))
 COLUMNS = (["phase", "method", "thresholding", "percentile", "cap", "sampler", "steps", "guidance_scale", "n_images"]
            + [f"{k}{e}" for k in SCORES for e in ("", "_se")]
            + ["alignment_train", "alignment_held_out", "frechet", "frechet_se", "raw_x0_max", "x0_max", "raw_x0_outside"])
-
-
-def pick_captions(n: int, draw: int = 0, exclude=()) -> tuple[list[str], int]:
-    """n training captions then n held-out ones; draw 0 is train_curve.py's (the evaluation set),
-    other draws skip the captions in `exclude` (a selection set disjoint from the evaluation set)."""
-    rng = random.Random(draw)
-    picked = {split: rng.sample([c for c in all_captions(split) if c not in set(exclude)], n)
-              for split in ("train", "held_out")}
-    return picked["train"] + picked["held_out"], n
 
 
 def machine() -> str:
@@ -128,8 +120,8 @@ def main():
     args = p.parse_args()
     start = time.time()
     model = load_cascade([args.checkpoint])
-    evaluation, n_train = pick_captions(args.n_captions, draw=0)
-    captions = pick_captions(args.n_captions, draw=1, exclude=evaluation)[0] if args.phase == "select" else evaluation
+    picked = fixed_captions(args.n_captions, draw=1 if args.phase == "select" else 0)  # select: disjoint from draw 0
+    captions, n_train = picked["train"] + picked["held_out"], args.n_captions
     n_images = len(captions) * len(args.seeds)
     cap = None if args.cap <= 0 else args.cap
     chosen = ("dynamic", args.percentile, cap)

@@ -21,7 +21,6 @@ t5-small needs the Hugging Face hub: where it is reachable, add it with --encode
 Writes benchmarks/results/text_encoders.csv and benchmarks/text_encoders.png.
 """
 import argparse
-import random
 import subprocess
 import sys
 import time
@@ -31,12 +30,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from minimagen.data import all_captions, paraphrase_captions
+from minimagen.data import paraphrase_captions
 from minimagen.evaluate import _mean_se, save_rows
 from minimagen.imagen import load_cascade
 from minimagen.metrics import caption_alignment
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from train_curve import fixed_captions  # noqa: E402
 
 
 BASE32_SETTINGS = ["--lr", "3e-4", "--warmup-steps", "200", "--ema-decay", "0.999", "--dataset-size", "10000"]
@@ -44,8 +45,7 @@ BASE32_SETTINGS = ["--lr", "3e-4", "--warmup-steps", "200", "--ema-decay", "0.99
 
 def caption_sets(n: int) -> dict[str, tuple[list[str], list[str]]]:
     """{set: (prompts given to the model, grammar captions the detector scores against)}."""
-    rng = random.Random(0)  # train_curve.py's draw
-    train, held = (rng.sample(all_captions(split), n) for split in ("train", "held_out"))
+    train, held = fixed_captions(n).values()  # the evaluation draw every benchmark scores
     para = paraphrase_captions(2 * n, seed=0)
     return {"train": (train, train), "held_out": (held, held),
             "paraphrase": ([p for p, _ in para], [c for _, c in para])}

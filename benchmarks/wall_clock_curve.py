@@ -48,7 +48,10 @@ LEVERS = {
     "batch 64": FIRST + ["--batch-size", "64"],
     "eps objective": FIRST + ["--objective", "eps"],
     "min-SNR-5 weighting": FIRST + ["--loss-weighting", "min_snr"],
+    "warm-up 0": FIRST + ["--warmup-steps", "0"],
+    "warm-up 400": FIRST + ["--warmup-steps", "400"],
     "dataset 10000": FIRST + ["--dataset-size", "10000"],
+    "captions uniform (95% two-object)": FIRST + ["@uniform_captions"],  # the data's default: half one-object
     "small32 preset": FIRST + ["--preset", "small32"],
     "tiny32 preset": FIRST + ["--preset", "tiny32"],
     # levers of speed only (the same arithmetic, or nearly): one minute shows their steps per second
@@ -62,6 +65,7 @@ SPEED_ONLY = {"fp32 (no bf16)": [1], "channels_last": [1], "torch.compile": [1, 
 
 def run(out: Path, minutes: list[float], n_captions: int, train_args: list[str], threads: int, draw: int):
     from minimagen.cli import add_train_args, config_from_args
+    from minimagen.data import ShapesDataset
     from minimagen.metrics import alignment_accuracy
     from minimagen.train import Trainer
 
@@ -78,6 +82,9 @@ def run(out: Path, minutes: list[float], n_captions: int, train_args: list[str],
     trainer = Trainer(config)
     if "@channels_last" in switches:  # NHWC activations: oneDNN's preferred layout for convolutions
         trainer.unet.to(memory_format=torch.channels_last)
+    if "@uniform_captions" in switches:  # every caption equally often, as the evaluation draws them
+        trainer.data = ShapesDataset(size=trainer.image_size, split="train", n=config.dataset_size, seed=config.seed,
+                                     balanced=False)
     if "@compile" in switches:  # compiled on the first steps, which the clock counts
         trainer.model = torch.compile(trainer.unet)
     setup = time.perf_counter() - start

@@ -248,18 +248,19 @@ def from_uint8(array) -> torch.Tensor:
 class ShapesDataset(torch.utils.data.Dataset):
     """Seeded shapes images: item i is (image [3, size, size] in [-1, 1], caption).
 
-    Captions are half one-object, half two-object, drawn from `all_captions(split)`; item i's scene
-    is seeded by (seed, i), so the same arguments always give the same data. Images are rendered
-    once here (about 0.5 ms each) and kept as uint8; `scenes[i]` is item i's ground truth.
+    Captions are drawn from `all_captions(split)`, half one-object and half two-object (balanced=False:
+    uniformly over the captions, 19 in 20 of which have two objects). Item i's scene is seeded by
+    (seed, i), so the same arguments always give the same data. Images are rendered once here (about
+    0.5 ms each) and kept as uint8; `scenes[i]` is item i's ground truth.
     """
 
-    def __init__(self, size: int = 32, split: str = "train", n: int = 10000, seed: int = 0):
+    def __init__(self, size: int = 32, split: str = "train", n: int = 10000, seed: int = 0, balanced: bool = True):
         if n < 1:
             raise MinimagenError(f"n={n} gives an empty dataset; ask for at least one image.")
         spec = load_spec()
         captions = all_captions(split, spec)
         groups = [g for g in ([c for c in captions if len(c.split()) == 4],
-                              [c for c in captions if len(c.split()) > 4]) if g]
+                              [c for c in captions if len(c.split()) > 4]) if g] if balanced else [captions]
         rng = np.random.default_rng(seed)
         kinds = rng.integers(0, len(groups), n)
         self.size, self.split = int(size), split

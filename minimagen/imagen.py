@@ -81,12 +81,12 @@ LOSS_WEIGHTINGS = ("uniform", "min_snr")
 
 
 def stage_loss(unet, images, embeds, mask, lowres_size=None, objective="v", schedule="cosine", cond_drop_prob=0.1,
-               noise_aug=1.0, loss_weighting="uniform"):
+               noise_aug=0.0, loss_weighting="uniform"):
     """Denoising loss of one stage [DDPM Eq. 14, in continuous time]: t ~ U(0, 1), noise the images,
     ask the U-Net for the objective (eps, v or x0), mean squared error. Stages train independently
     (one U-Net per run, as in the paper); an SR stage (lowres_size set) gets noise-conditioning
-    augmentation at a random level per sample, uniform in [0, noise_aug] (0 or False: always clean, the
-    ablation; True = 1.0, the whole range up to pure noise).
+    augmentation at a random level per sample, uniform in [0, noise_aug]: 0 (the default, and the shipped
+    SR stages' recipe) feeds it clean, 1.0 is the paper's whole range up to pure noise.
     loss_weighting "min_snr": Min-SNR-5 weights (min_snr_weight). `unet` may be a DDP wrapper."""
     check_choice(loss_weighting, LOSS_WEIGHTINGS, "loss_weighting")
     config = getattr(unet, "module", unet).config
@@ -140,7 +140,7 @@ class Imagen(nn.Module):
             raise MinimagenError(f"stage {stage!r} is out of range: this cascade has stages 0..{len(self.unets) - 1}.")
         return self.unets[stage]
 
-    def loss(self, images, captions, stage: int = 0, noise_aug=1.0, loss_weighting="uniform"):
+    def loss(self, images, captions, stage: int = 0, noise_aug=0.0, loss_weighting="uniform"):
         """The denoising loss of one stage (see stage_loss)."""
         unet = self._stage(stage)
         embeds, mask = self.text_encoder.encode(captions)

@@ -48,6 +48,9 @@ def test_items_are_float_images_in_range_with_about_half_two_object_captions():
     assert x.min() >= -1 and x.max() <= 1 and x.std() > 0.2
     two = sum(len(c.split()) > 4 for c in ds.captions) / len(ds)
     assert 0.35 < two < 0.65
+    uniform = ShapesDataset(32, n=400, seed=2, balanced=False).captions  # as often as the grammar has them
+    share = sum(len(c.split()) > 4 for c in all_captions("train")) / len(all_captions("train"))
+    assert abs(sum(len(c.split()) > 4 for c in uniform) / 400 - share) < 0.05 and share > 0.9
     assert torch.equal(from_uint8(to_uint8(x)), x)  # exact round trip on dataset images
 
 

@@ -151,8 +151,9 @@ def test_min_snr_weight_is_min_snr_in_x0_space():
 
 
 def test_stage_loss_options():
-    """min_snr changes the loss value but not its gradient's existence; noise_aug=False feeds the SR
-    U-Net the clean down-up image at aug level 0; an unknown weighting names the valid ones."""
+    """min_snr changes the loss value but not its gradient's existence; by default (noise_aug 0, the
+    shipped SR recipe) the SR U-Net gets the clean down-up image at aug level 0; an unknown weighting
+    names the valid ones."""
     from minimagen.imagen import stage_loss
     from minimagen.unet import Unet, unet_preset
     torch.manual_seed(0)
@@ -163,7 +164,7 @@ def test_stage_loss_options():
     orig = unet.forward
     unet.forward = lambda x, log_snr, e, m, lowres, aug, drop: seen.update(lowres=lowres, aug=aug) or orig(x, log_snr, e, m, lowres, aug, drop)
     torch.manual_seed(1)
-    plain = stage_loss(unet, images, embeds, mask, 32, noise_aug=False)
+    plain = stage_loss(unet, images, embeds, mask, 32)
     from minimagen.imagen import down_up
     from minimagen import diffusion as D
     torch.testing.assert_close(seen["lowres"], down_up(images, 32))
