@@ -15,7 +15,7 @@ The levers are chosen on caption draw 1 and the recipe's curve is scored on draw
 captions of every benchmark), so the choice is not made on the captions that report it.
 
 Writes <out>/wall_clock.csv (one row per mark, with the CPU model, threads and load average) and, with
---levers, benchmarks/results/recipe_levers.csv and benchmarks/recipe_levers.png. Run it on an idle machine:
+--levers, benchmarks/results/<table>.csv and benchmarks/<table>.png (--table, default recipe_levers). Run it on an idle machine:
 another process on a 2-core CPU halves the steps per minute.
 """
 import argparse
@@ -136,7 +136,8 @@ def plot_curve(rows: list[dict], path: Path):
     fig.savefig(path, dpi=100)
 
 
-def levers(root: Path, minutes: list[float], n_captions: int, threads: int, only: list[str] | None, draw: int):
+def levers(root: Path, minutes: list[float], n_captions: int, threads: int, only: list[str] | None, draw: int,
+           table_name: str = "recipe_levers"):
     """Each lever in its own process (a fresh text-encoder cache and allocator), one after another."""
     import matplotlib.pyplot as plt
 
@@ -149,27 +150,26 @@ def levers(root: Path, minutes: list[float], n_captions: int, threads: int, only
         if (out / "wall_clock.csv").exists():
             with open(out / "wall_clock.csv") as f:
                 table += [{"lever": name, **r} for r in csv.DictReader(f)]
-    results = HERE / "results" / "recipe_levers.csv"
+    results, plot = HERE / "results" / f"{table_name}.csv", HERE / f"{table_name}.png"
     with open(results, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(table[0]))
         writer.writeheader()
         writer.writerows(table)
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    curves = [name for name in LEVERS if name not in SPEED_ONLY]  # speed-only levers: steps/s in the table
-    colours = plt.get_cmap("tab10")
+    curves = [name for name in LEVERS if name not in SPEED_ONLY and any(r["lever"] == name for r in table)]
+    colours = plt.get_cmap("tab20")  # one colour per drawn curve (speed-only levers: steps/s in the table)
     for k, name in enumerate(curves):
         rows = [r for r in table if r["lever"] == name]
-        if rows:
-            ax.plot([float(r["minutes"]) for r in rows], [float(r["train_alignment"]) for r in rows],
-                    "o-" if name == "recipe" else "s--", color="black" if name == "recipe" else colours(k % 10),
-                    lw=2.5 if name == "recipe" else 1, ms=5, label=name)
+        colour = "black" if name == "recipe" else colours((2 * k) % 20 + (2 * k) // 20)  # dark shades first
+        ax.plot([float(r["minutes"]) for r in rows], [float(r["train_alignment"]) for r in rows],
+                "o-" if name == "recipe" else "s--", color=colour, lw=2.5 if name == "recipe" else 1, ms=5, label=name)
     ax.axhline(0.9, color="grey", lw=0.8, ls=":")
     ax.set(xlabel="training time (minutes, clock excludes evaluation)", ylabel="alignment, training captions",
            title=f"base stage from scratch: one lever changed at a time\n{table[0]['cpu']}, {threads} threads", ylim=(0, 1))
     ax.legend(fontsize=7, ncol=2, loc="lower right")
     fig.tight_layout()
-    fig.savefig(HERE / "recipe_levers.png", dpi=100)
-    print(f"wrote {results} and {HERE / 'recipe_levers.png'}\n")
+    fig.savefig(plot, dpi=100)
+    print(f"wrote {results} and {plot}\n")
     print(markdown_table(table))
 
 
@@ -196,10 +196,12 @@ def main():
                    "the levers are chosen on (train_curve.fixed_captions)")
     p.add_argument("--levers", action="store_true", help="run every lever in LEVERS into --out/<lever>")
     p.add_argument("--only", nargs="+", help="with --levers: run only these levers (the table reads every finished one)")
+    p.add_argument("--table", default="recipe_levers", help="with --levers: the table's name under benchmarks/results/ "
+                   "(a session's levers are compared with that session's baseline: machines of one model differ in speed)")
     p.add_argument("--train-args", nargs=argparse.REMAINDER, default=[], help="passed on as minimagen train flags")
     args = p.parse_args()
     if args.levers:
-        levers(Path(args.out), args.minutes, args.n_captions, args.threads, args.only, args.draw)
+        levers(Path(args.out), args.minutes, args.n_captions, args.threads, args.only, args.draw, args.table)
     else:
         run(Path(args.out), args.minutes, args.n_captions, args.train_args, args.threads, args.draw)
 
