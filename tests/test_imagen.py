@@ -67,7 +67,7 @@ def test_training_and_sampling_give_the_sr_stage_the_same_kind_of_input(encoder,
     model = Imagen([cascade.unets[0], spy], encoder)
     image = resize(torch.rand(4, 3, 64, 64) * 2 - 1, 64)
     captions = ["a small red circle"] * 4
-    model.loss(image, captions, stage=1)
+    model.loss(image, captions, stage=1, noise_aug=1.0)  # augmented training, over the paper's U(0, 1) range
     lowres, aug_log_snr = spy.seen[-1]
     train_clean = down_up(image, 32)
     assert abs(residual_std(lowres, train_clean, aug_log_snr) - 1) < 0.05
