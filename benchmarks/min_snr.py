@@ -57,9 +57,11 @@ def main():
         writer.writerows(rows)
     plot(rows)
     captions = fixed_captions(args.n_captions)
-    scores = {w: {split: caption_alignment(load_cascade([run / "last.pt"]).sample(caps, guidance_scale=3.0, steps=50,
-                                                                                   seed=0), caps)
-                  for split, caps in captions.items()} for w, run in runs.items()}
+    scores = {}
+    for w, run in runs.items():
+        model = load_cascade([run / "last.pt"])  # the EMA weights at the last target
+        scores[w] = {split: caption_alignment(model.sample(caps, guidance_scale=3.0, steps=50, seed=0), caps)
+                     for split, caps in captions.items()}
     print(f"{cpu_name()}; final step {args.targets[-1]}; paired by caption (min-SNR-5 minus uniform):")
     for split in [*captions, "all"]:
         pick = list(captions) if split == "all" else [split]
