@@ -1,10 +1,13 @@
 """Toy data: the procedural "shapes" dataset (definition in data/shapes.json) and a folder loader.
 
-Captions follow a small compositional grammar:
-  one object:  "a {size} {color} {shape}"                       e.g. "a large teal circle"
-  two objects: "a {color} {shape} {relation} a {color} {shape}"  e.g. "an orange square above a pink circle"
-Captions that contain a held-out (color, shape) pair are never used for training: they test
-compositional generalisation (the model has seen "blue" and "triangle", never "blue triangle").
+Captions follow a small compositional grammar, in two worlds (WORLDS):
+  "shapes" (regime A), shaded solids on a grey ground:
+    one object:  "a {size} {color} {shape}"                       e.g. "a large teal circle"
+    two objects: "a {color} {shape} {relation} a {color} {shape}"  e.g. "an orange square above a pink circle"
+  "textured" (regime B), one huge flat object whose caption decides its fine detail, at the pixel limits:
+    "a huge {texture} {color} {shape}"                             e.g. "a huge striped red circle"
+Captions that contain a held-out (color, shape) or (texture, color) pair are never used for training:
+they test compositional generalisation (the model has seen "blue" and "triangle", never "blue triangle").
 
 Images are float tensors [B, 3, H, W] in [-1, 1]; `to_uint8` / `from_uint8` convert to and from
 uint8 arrays [..., H, W, 3]. A caption plus a seed gives a *scene* (`make_scene`), and a scene is
@@ -31,7 +34,7 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 # Half-width of an object as a fraction of the image side. "small" stays >= 9 px wide at 32 px, so a
 # circle, a square and a triangle are still tellable; "large" is about twice that, so size is obvious.
 # Two-object captions name no size: both objects get a medium-small size so they fit side by side.
-HALF_SIZE = {"small": (0.14, 0.17), "large": (0.27, 0.31), None: (0.13, 0.16)}
+HALF_SIZE = {"small": (0.14, 0.17), "large": (0.27, 0.31), None: (0.13, 0.16)}  # "huge": data/shapes.json "textured"
 MAX_ROTATION = 10.0  # degrees, squares and triangles only: a little variety the detector can undo
 
 
@@ -50,6 +53,12 @@ def one_object_captions(spec: dict) -> list[str]:
             for size, color, shape in itertools.product(spec["sizes"], spec["colors"], spec["shapes"])]
 
 
+def textured_captions(spec: dict) -> list[str]:
+    t = spec["textured"]
+    return [f"a {t['size']} {texture} {color} {shape}"
+            for texture, color, shape in itertools.product(t["textures"], spec["colors"], spec["shapes"])]
+
+
 def two_object_captions(spec: dict) -> list[str]:
     objects = list(itertools.product(spec["colors"], spec["shapes"]))
     return [f"{article(c1)} {c1} {s1} {rel} {article(c2)} {c2} {s2}"
@@ -58,15 +67,23 @@ def two_object_captions(spec: dict) -> list[str]:
 
 
 def is_held_out(caption: str, spec: dict | None = None) -> bool:
-    """True if the caption names a (color, shape) pair that training never sees."""
+    """True if the caption names a (color, shape) or (texture, color) pair that training never sees."""
     spec = spec or load_spec()
-    return any(f"{color} {shape}" in caption for color, shape in spec["held_out_pairs"])
+    pairs = spec["held_out_pairs"] + spec["textured"]["held_out_pairs"]
+    return any(f"{a} {b}" in caption for a, b in pairs)
 
 
-def all_captions(split: str = "all", spec: dict | None = None) -> list[str]:
-    """Every caption the grammar makes; split is 'train', 'held_out' or 'all'."""
+WORLDS = ("shapes", "textured")  # regime A: shaded shapes; regime B: huge textured objects (data/shapes.json)
+
+
+def all_captions(split: str = "all", spec: dict | None = None, world: str = "shapes") -> list[str]:
+    """Every caption the grammar makes in one world ('shapes' or 'textured', or 'both');
+    split is 'train', 'held_out' or 'all'."""
     spec = spec or load_spec()
-    captions = one_object_captions(spec) + two_object_captions(spec)
+    if world not in WORLDS + ("both",):
+        raise MinimagenError(f"Unknown world {world!r}; use 'shapes', 'textured' or 'both'.")
+    captions = (one_object_captions(spec) + two_object_captions(spec) if world != "textured" else []) + \
+        (textured_captions(spec) if world != "shapes" else [])
     if split == "all":
         return captions
     if split not in ("train", "held_out"):
@@ -102,15 +119,18 @@ def paraphrase_captions(n: int, seed: int = 0, split: str = "all") -> list[tuple
 
 @lru_cache(maxsize=1)
 def _grammar() -> frozenset[str]:
-    return frozenset(all_captions("all"))
+    return frozenset(all_captions("all", world="both"))
 
 
 def parse_caption(caption: str, spec: dict | None = None) -> tuple[list[dict], str | None]:
-    """Caption -> ([{size, color, shape}] (size None for two-object captions), relation or None)."""
+    """Caption -> ([{size, color, shape}] (size None for two-object captions; a textured caption's
+    object also has its texture), relation or None)."""
     words = caption.split()
-    if " ".join(words) not in (_grammar() if spec is None else set(all_captions("all", spec))):
-        raise MinimagenError(f"Caption {caption!r} is not in the shapes grammar; write e.g. "
-                             "'a large teal circle' or 'a red square above a pink circle' (two different colours).")
+    if " ".join(words) not in (_grammar() if spec is None else set(all_captions("all", spec, "both"))):
+        raise MinimagenError(f"Caption {caption!r} is not in the shapes grammar; write e.g. 'a large teal circle', "
+                             "'a red square above a pink circle' (two different colours) or 'a huge striped red circle'.")
+    if len(words) == 5:
+        return [dict(size=words[1], texture=words[2], color=words[3], shape=words[4])], None
     if len(words) == 4:
         return [dict(size=words[1], color=words[2], shape=words[3])], None
     return [dict(size=None, color=words[1], shape=words[2]),
@@ -128,14 +148,15 @@ def make_scene(caption: str, seed=0) -> dict:
     # neutral greys, each tone's brightness jittered (all channels alike: a grey carries no hue)
     tones = [np.clip(np.array(bg[k], float) + rng.uniform(-jitter, jitter), 0, 255).round().tolist()
              for k in ("top", "bottom")]
+    half = {**HALF_SIZE, "huge": spec["textured"]["half_size"]}
     if relation is None:  # large objects stay near the middle so they never touch the border
-        spread = 0.04 if objects[0]["size"] == "large" else 0.2
+        spread = {"small": 0.2, "large": 0.04, "huge": spec["textured"]["spread"]}[objects[0]["size"]]
         centers = [tuple(0.5 + rng.uniform(-spread, spread, 2))]
     else:  # first object clearly left of / above the second, gap >= 1 px at 32 px even when rotated
         along = (rng.uniform(0.22, 0.29), rng.uniform(0.71, 0.78))
         across = rng.uniform(0.38, 0.62, 2)
         centers = [(a, c) if relation == "to the left of" else (c, a) for a, c in zip(along, across)]
-    out = [dict(o, center=c, half_size=float(rng.uniform(*HALF_SIZE[o["size"]])),
+    out = [dict(o, center=c, half_size=float(rng.uniform(*half[o["size"]])),
                 angle=0.0 if o["shape"] == "circle" else float(rng.uniform(-MAX_ROTATION, MAX_ROTATION)))
            for o, c in zip(objects, centers)]
     return dict(caption=caption, background=tones, gradient_angle=float(rng.uniform(-30, 30)), objects=out)
@@ -193,6 +214,40 @@ def shading(obj: dict, size: int) -> tuple[np.ndarray, np.ndarray]:
     return k[..., None].astype(np.float32), t[..., None].astype(np.float32)
 
 
+# Regime B's textures: two tones of the object's colour, fixed to the image grid (so a texture is the
+# same at every size and where the object sits changes nothing). The bright tone is the colour scaled
+# until its brightest channel is 255, x = +1 with no headroom; the dark tone is `dark` times it. Both
+# are the colour's hue, so the detector reads colour as for the shapes, and texture by its frequency.
+def texture_tones(color: str) -> tuple[np.ndarray, np.ndarray]:
+    """(bright, dark) RGB 0..255 of a colour's texture tones; 'plain' is their mean."""
+    spec = load_spec()
+    c = np.array(spec["colors"][color], np.float32)
+    bright = c * (255.0 / c.max())
+    return bright, bright * spec["textured"]["dark"]
+
+
+def texture_pattern(texture: str, size: int) -> np.ndarray:
+    """[size, size, 1]: 1 where the texture shows its bright tone, 0 dark, 0.5 for 'plain' (the mean).
+    Stripes are horizontal bands and the checkerboard has squares, both of period 1/`period` of the side."""
+    period = load_spec()["textured"]["period"]
+    c = np.floor((np.arange(size) + 0.5) / size * 2 * period).astype(int) % 2  # 0/1 half-periods
+    rows, cols = c[:, None], c[None, :]
+    pattern = {"striped": 1 - rows + 0 * cols, "checked": (rows == cols).astype(int), "plain": np.full((size, size), 0.5)}
+    if texture not in pattern:
+        raise MinimagenError(f"Unknown texture {texture!r}; use one of {sorted(pattern)}.")
+    return pattern[texture].astype(np.float32)[..., None]
+
+
+def object_paint(obj: dict, size: int) -> np.ndarray:
+    """[size, size, 3] RGB 0..255 of an object's surface at every pixel centre: lit-solid shading for the
+    shapes world, the caption's texture for a textured object."""
+    if "texture" in obj:
+        bright, dark = texture_tones(obj["color"])
+        return dark + (bright - dark) * texture_pattern(obj["texture"], size)
+    k, t = shading(obj, size)
+    return (1 - t) * k * np.array(load_spec()["colors"][obj["color"]], np.float32) + t * 255
+
+
 def render_scene(scene: dict, size: int = 32) -> np.ndarray:
     """Draw a scene: uint8 array [size, size, 3].
 
@@ -204,7 +259,7 @@ def render_scene(scene: dict, size: int = 32) -> np.ndarray:
     """
     if not 8 <= int(size) <= RENDER_SIZE:
         raise MinimagenError(f"Image size {size} is out of range; use a size between 8 and {RENDER_SIZE} px.")
-    size, colors = int(size), load_spec()["colors"]
+    size = int(size)
     sub = size * max(1, SHADE_SIZE // size) if SHADE_SIZE % size == 0 else size  # shading sampled at SHADE_SIZE
     top, bottom = (np.array(t, np.float32) for t in scene["background"])
     img = top + (bottom - top) * _unit_gradient(round(scene["gradient_angle"]), size)
@@ -220,8 +275,7 @@ def render_scene(scene: dict, size: int = 32) -> np.ndarray:
         if sub != RENDER_SIZE:
             mask = mask.resize((sub, sub), Image.BOX)
         cover = np.asarray(mask, np.float32)[..., None] / 255  # [sub, sub, 1]
-        k, t = shading(obj, sub)
-        color = (1 - t) * k * np.array(colors[obj["color"]], np.float32) + t * 255
+        color = object_paint(obj, sub)
         f = sub // size  # box-filter coverage and coverage-weighted colour down to `size`
         cover, paint = (a.reshape(size, f, size, f, -1).mean((1, 3)) for a in (cover, cover * color))
         img = img * (1 - cover) + paint
@@ -248,22 +302,25 @@ def from_uint8(array) -> torch.Tensor:
 class ShapesDataset(torch.utils.data.Dataset):
     """Seeded shapes images: item i is (image [3, size, size] in [-1, 1], caption).
 
-    Captions are drawn from `all_captions(split)`, half one-object and half two-object (balanced=False:
-    uniformly over the captions, 19 in 20 of which have two objects). Item i's scene is seeded by
+    Captions are drawn from `all_captions(split, world=world)`; in the shapes world half one-object and
+    half two-object (balanced=False: uniformly over the captions, 19 in 20 of which have two objects);
+    in the textured world (regime B) uniformly. Item i's scene is seeded by
     (seed, i), so the same arguments always give the same data. Images are rendered once here (about
     0.5 ms each) and kept as uint8; `scenes[i]` is item i's ground truth.
     """
 
-    def __init__(self, size: int = 32, split: str = "train", n: int = 10000, seed: int = 0, balanced: bool = True):
+    def __init__(self, size: int = 32, split: str = "train", n: int = 10000, seed: int = 0, balanced: bool = True,
+                 world: str = "shapes"):
         if n < 1:
             raise MinimagenError(f"n={n} gives an empty dataset; ask for at least one image.")
         spec = load_spec()
-        captions = all_captions(split, spec)
+        captions = all_captions(split, spec, world)
+        balanced = balanced and world == "shapes"
         groups = [g for g in ([c for c in captions if len(c.split()) == 4],
                               [c for c in captions if len(c.split()) > 4]) if g] if balanced else [captions]
         rng = np.random.default_rng(seed)
         kinds = rng.integers(0, len(groups), n)
-        self.size, self.split = int(size), split
+        self.size, self.split, self.world = int(size), split, world
         self.captions = [groups[k][rng.integers(len(groups[k]))] for k in kinds]
         self.scenes = [make_scene(c, (seed, i)) for i, c in enumerate(self.captions)]
         self.images = torch.from_numpy(np.stack([render_scene(s, self.size) for s in self.scenes]))

@@ -24,6 +24,8 @@ MIN_AREA = 0.005  # objects smaller than this fraction of the image are noise, n
 TRIANGLE_MOMENT, SQUARE_MOMENT = 0.3, 0.2  # thresholds half-way between ~0 and the ideal 0.65 / 0.43
 AREA_FACTOR = {"circle": math.pi, "square": 4.0, "triangle": math.sqrt(3)}  # area / half_size^2
 LARGE = 0.22  # half-width (fraction of image side): small shapes are 0.13-0.17, large 0.27-0.31
+HUGE = 0.335  # regime B's huge objects are 0.36-0.40
+PLAIN_STD = 12.0  # 0..255: an object's interior luminance spread below this is plain (real textures: ~30-50)
 OFF_PALETTE = 30.0  # 0-255 units: farther than this from every real colour (or a blend) is off-palette
 FEATURE_NET_PATH = DATA_DIR / "feature_net.pt"
 
@@ -119,6 +121,31 @@ def _describe(alpha: torch.Tensor) -> dict[str, torch.Tensor]:
     return dict(area=area / (H * W), x=cx / W, y=cy / H, tri=tri, sq=sq)
 
 
+def _texture(lum: torch.Tensor, core: torch.Tensor) -> tuple[str, float, float]:
+    """(texture, share, spread) of an object from its interior luminance. Regime B's textures sit on the
+    image grid with a period of 1/P of the side (P = data/shapes.json "textured" period), and at that
+    period a 2-px square wave is exactly a sinusoid, so its variance lies at one frequency: stripes at
+    (0, P) cycles per side, the checkerboard at (P, P) and (P, -P). share = the fraction of the interior's
+    variance at the winning texture's frequencies (1 for a real render, ~0 for noise); spread = std.
+    Plain if spread < PLAIN_STD; 'none' if the variance is not where a texture puts it (share < 0.5)."""
+    H, W = lum.shape
+    P = load_spec()["textured"]["period"]
+    ys, xs = torch.meshgrid(torch.arange(H) / H, torch.arange(W) / W, indexing="ij")
+    m = core.float()
+    n = m.sum().clamp(min=1)
+    d = (lum - (lum * m).sum() / n) * m
+    var = (d**2).sum() / n
+    power = lambda fx, fy: (2 * (d * torch.exp(-2j * math.pi * (fx * xs + fy * ys))).sum().abs() ** 2 / n**2).item()
+    # that is the variance of d's part at frequency (fx, fy): a sinusoid's amplitude A gives A^2 / 2
+    spread = var.sqrt().item()
+    shares = {"striped": power(0, P), "checked": power(P, P) + power(P, -P)}  # power: A^2 / 2 per sinusoid
+    shares = {k: v / max(var.item(), 1e-9) for k, v in shares.items()}
+    best = max(shares, key=shares.get)
+    if spread < PLAIN_STD:
+        return "plain", 1.0 - max(shares.values()), spread
+    return (best if shares[best] >= 0.5 else "none"), shares[best], spread
+
+
 def _detect_batch(x: torch.Tensor, names: list[str]) -> list[list[dict]]:
     labels, alpha = _segment(x)
     (B, H, W), min_px = labels.shape, MIN_AREA * labels[0].numel()
@@ -137,7 +164,10 @@ def _detect_batch(x: torch.Tensor, names: list[str]) -> list[list[dict]]:
             tri, sq = stats["tri"][i], stats["sq"][i]
             shape = "triangle" if tri > TRIANGLE_MOMENT else "square" if sq > SQUARE_MOMENT else "circle"
             half = math.sqrt(stats["area"][i] / AREA_FACTOR[shape])  # area = factor * half_size^2
-            found[b].append(dict(color=names[k], shape=shape, size="large" if half > LARGE else "small",
+            core = -F.max_pool2d(-blobs[i][None, None].float(), 3, 1, 1)[0, 0] > 0  # eroded by 1 px: no edge blends
+            texture, share, spread = _texture(x[b].mean(0), core if core.sum() >= 4 else blobs[i])
+            found[b].append(dict(color=names[k], shape=shape, texture=texture, texture_share=share, texture_spread=spread,
+                                 size="huge" if half > HUGE else "large" if half > LARGE else "small",
                                  half_size=half, center=(stats["x"][i], stats["y"][i]), area=stats["area"][i],
                                  triangularity=tri, squareness=sq, mask=blobs[i]))
     return found
@@ -146,7 +176,8 @@ def _detect_batch(x: torch.Tensor, names: list[str]) -> list[list[dict]]:
 def detect(images: torch.Tensor) -> list[list[dict]] | list[dict]:
     """Objects in an image [3,H,W] (-> list of dicts) or a batch [B,3,H,W] (-> list of lists).
 
-    Each object: color, shape ('circle'/'square'/'triangle'), size ('small'/'large'), half_size and
+    Each object: color, shape ('circle'/'square'/'triangle'), size ('small'/'large'/'huge'),
+    texture ('plain'/'striped'/'checked', or 'none': see `_texture`) with texture_share and texture_spread, half_size and
     area (fractions of the image side / area), center (x, y) in [0,1] with y down (the centroid), the
     two shape statistics, and mask (bool [H,W], the object's pixels). Deterministic: per-pixel colour labels, one object per colour (its largest blob).
     """
@@ -162,6 +193,7 @@ def caption_attributes(objects: list[dict], caption: str) -> dict[str, bool]:
 
     One object ("a {size} {color} {shape}"): color (an object of that colour), shape (that object's
     shape), size (its size word), count (exactly one object) -> 4 attributes.
+    Textured ("a huge {texture} {color} {shape}", regime B): also texture -> 5 attributes.
     Two objects ("a {c1} {s1} {relation} a {c2} {s2}"): color1, shape1, color2, shape2, relation
     (first centre left of / above the second's), count (exactly two objects) -> 6 attributes.
     """
@@ -175,6 +207,8 @@ def caption_attributes(objects: list[dict], caption: str) -> dict[str, bool]:
         out["shape" + tag] = got is not None and got["shape"] == w["shape"]
         if relation is None:
             out["size"] = got is not None and got["size"] == w["size"]
+        if "texture" in w:
+            out["texture"] = got is not None and got["texture"] == w["texture"]
     if relation is not None:
         a, b = (by_color.get(w["color"]) for w in wanted)
         axis = 0 if relation == "to the left of" else 1
@@ -199,10 +233,13 @@ def alignment_accuracy(images: torch.Tensor, captions: list[str]) -> float:
 
 
 # ---------------------------------------------------------------- detail: what clipping destroys
-def object_profile(obj: dict, color: str, size: int) -> torch.Tensor:
+def object_profile(obj: dict, color: str, size: int, texture: str | None = None) -> torch.Tensor:
     """Luminance [size, size] (0..255) a real render gives an object of this colour, shape, size and
-    place (data.shading): the reference a sample's shading is compared with. detect() reports the
-    centroid; a triangle's dome is centred on its bounding box, 0.29 half-sizes above the centroid."""
+    place (data.shading), or with this texture (regime B: on the image grid, so the place does not
+    matter): the reference a sample's detail is compared with. detect() reports the centroid; a
+    triangle's dome is centred on its bounding box, 0.29 half-sizes above the centroid."""
+    if texture is not None:
+        return torch.from_numpy(data.object_paint(dict(color=color, texture=texture), size).mean(-1))
     (cx, cy), half = obj["center"], obj["half_size"]
     lift = half * math.sqrt(3) / 6 if obj["shape"] == "triangle" else 0.0
     k, t = data.shading(dict(shape=obj["shape"], center=(cx, cy - lift), half_size=half), size)
@@ -228,11 +265,13 @@ def _shading_kept(pattern: float, contrast: float) -> float:
 
 
 def detail_scores(images: torch.Tensor, captions: list[str]) -> dict[str, torch.Tensor]:
-    """Per image [B]: how much of the shading inside the caption's objects survives.
+    """Per image [B]: how much of the detail inside the caption's objects survives: the shading of
+    the shapes world (regime A), or the texture a regime-B caption names (its stripes or checks).
 
       shading   mean over the caption's objects of `_shading_kept`: the object's luminance against a
-                real render of the object found there (its colour, shape, size and place). Real renders
-                score ~1; a missing object scores 0. The interior only (edges are antialiased blends).
+                real render of the object found there (its colour, shape, size and place; or its
+                caption's texture). Real renders score ~1; a missing object scores 0. The interior only
+                (edges are antialiased blends). NaN for a 'plain' caption, which has no detail to keep.
       pinned    fraction of the objects' pixels with a channel at exactly 0 or 255 (x = -1 or +1).
                 Real renders have none (the lit side peaks at 1.05 x a mid-tone colour); static clipping
                 at high guidance makes plateaus of them.
@@ -252,15 +291,19 @@ def detail_scores(images: torch.Tensor, captions: list[str]) -> dict[str, torch.
         kept, parts, inside = [], [], torch.zeros_like(at_limit[b])
         for want in parse_caption(caption)[0]:
             obj = by_color.get(want["color"])
+            if want.get("texture") == "plain":
+                inside |= obj["mask"] if obj is not None else inside
+                continue
             if obj is None:
                 kept.append(0.0)
                 continue
             core = -F.max_pool2d(-obj["mask"][None, None].float(), 3, 1, 1)[0, 0] > 0  # eroded by 1 px
             core = core if core.sum() >= 4 else obj["mask"]
             inside |= obj["mask"]
-            parts.append(_shading_parts(lum[b][core], object_profile(obj, want["color"], x.shape[-1])[core]))
+            ideal = object_profile(obj, want["color"], x.shape[-1], want.get("texture"))
+            parts.append(_shading_parts(lum[b][core], ideal[core]))
             kept.append(_shading_kept(*parts[-1]))
-        shading.append(sum(kept) / len(kept))
+        shading.append(sum(kept) / len(kept) if kept else math.nan)
         pattern.append(sum(p for p, _ in parts) / len(parts) if parts else math.nan)
         contrast.append(sum(c for _, c in parts) / len(parts) if parts else math.nan)
         pinned.append(at_limit[b][inside].float().mean().item() if inside.any() else 0.0)

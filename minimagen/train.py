@@ -24,7 +24,7 @@ from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from .checkpoint import check_text_encoder, config_differences, load_checkpoint, save_checkpoint
-from .data import ImageCaptionFolder, ShapesDataset
+from .data import WORLDS, ImageCaptionFolder, ShapesDataset
 from .device import autocast, pick_device, resolve_bf16
 from .diffusion import OBJECTIVES, SCHEDULES
 from .errors import MinimagenError
@@ -67,7 +67,7 @@ class TrainConfig:
     objective: str = "v"           # eps (the paper), v (stable at both ends of the schedule), or x0
     schedule: str = "cosine"
     text_encoder: str | None = None  # None -> $MINIMAGEN_TEXT_ENCODER, else t5-small
-    dataset: str = "shapes"        # "shapes" or a folder of images + captions.csv / captions.jsonl
+    dataset: str = "shapes"        # "shapes" (regime A), "textured" (regime B) or a folder of images + captions.csv / .jsonl
     dataset_size: int | None = None  # procedural shapes images to render
     seed: int = 0
     out_dir: str = "runs/base"
@@ -155,8 +155,8 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, c))
         self.model = self.unet if self.world == 1 else torch.nn.parallel.DistributedDataParallel(self.unet)
         self.step, self.out = 0, Path(c.out_dir)
-        self.data = (ShapesDataset(size=self.image_size, split="train", n=c.dataset_size, seed=c.seed)
-                     if c.dataset == "shapes" else ImageCaptionFolder(c.dataset, size=self.image_size))
+        self.data = (ShapesDataset(size=self.image_size, split="train", n=c.dataset_size, seed=c.seed, world=c.dataset)
+                     if c.dataset in WORLDS else ImageCaptionFolder(c.dataset, size=self.image_size))
         if (self.out / "last.pt").exists():
             self.load(self.out / "last.pt", resume=True)
         elif c.init_from:
