@@ -124,7 +124,7 @@ except ImportError:
     sys.exit(__doc__.split("Run (")[0] + "\nimagen_pytorch is not importable from " + sys.executable +
              ": run this script with the peer environment's python (see Setup above).")
 
-from minimagen.device import cpu_name  # noqa: E402
+from minimagen.device import cpu_name, usable_precisions  # noqa: E402
 from minimagen.imagen import Imagen, stage_loss  # noqa: E402
 from minimagen.unet import Unet, count_parameters, unet_preset  # noqa: E402
 
@@ -340,6 +340,11 @@ def main():
         torch.set_num_threads(args.threads)
     if args.repeats < 1 or args.k < 1:
         p.error("--repeats and --k must be >= 1")
+    args.precisions, skipped = usable_precisions(args.precisions)
+    if skipped:
+        print(skipped)
+    if not args.precisions:
+        p.error("nothing to measure: this CPU has no native bf16; add --precisions fp32")
 
     steps, unets, peer_imagen = train_steps(args.batch)
     n_ours, n_peer = count_parameters(unets["ours"]), count_parameters(unets["peer"])
