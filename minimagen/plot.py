@@ -107,10 +107,10 @@ def grid_figure(rows: dict, column_titles, title=None, path=None, size: float = 
     return fig
 
 
-def thresholding_figure(rows: dict, captions, guidance_scale: float, path=None):
+def thresholding_figure(rows: dict, captions, guidance_scale: float, path=None, note: str = ""):
     """One row per thresholding method, one column per caption (the demo's comparison figure)."""
     return grid_figure(rows, captions, f"guidance w = {guidance_scale}: no clipping vs static clipping vs dynamic "
-                                       "thresholding", path)
+                                       f"thresholding{note}", path)
 
 
 # ---------------------------------------------------------------- guidance and thresholding (notebook 07)
@@ -189,11 +189,14 @@ def tradeoff_plot(rows, y: str = "fidelity", ax=None, title=None):
             ax.plot(x_, y_, marker[r["guidance_scale"]], color=line.get_color(), ms=5)
     ax.set(xlabel="caption alignment (higher is better)", ylabel=name)
     ax.set_title(title or "alignment against detail as guidance w grows", fontsize=10)
-    first = ax.legend(handles=methods, fontsize=7, loc="lower left", title="method", title_fontsize=7)
-    ax.add_artist(first)
-    ax.legend(handles=[Line2D([], [], ls="", marker=marker[w], color="0.3", label=f"w = {w:g}") for w in ws],
-              fontsize=7, loc="lower right", title="guidance", title_fontsize=7)
-    ax.figure.tight_layout()
+    # both legends outside the axes, on the right: inside they can hide the high-w points. The wider one (methods)
+    # is the axes' own legend, the one a layout engine makes room for; the w key is added beside it.
+    key = ax.legend(handles=[Line2D([], [], ls="", marker=marker[w], color="0.3", label=f"w = {w:g}") for w in ws],
+                    fontsize=7, loc="lower left", bbox_to_anchor=(1.01, 0.0), title="guidance", title_fontsize=7)
+    ax.add_artist(key)
+    ax.legend(handles=methods, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="method", title_fontsize=7)
+    if ax.figure.get_layout_engine() is None:  # a figure made with layout="constrained" lays itself out
+        ax.figure.tight_layout()
     return ax
 
 
@@ -218,6 +221,34 @@ def threshold_scale_plot(trajectories, axes=None):
         ax.legend(fontsize=7)
     axes[0].figure.tight_layout()
     return axes
+
+
+def regime_diagnostics_figure(curves: dict, rules=((0.995, None), (0.9, 1.5)), title=None):
+    """When and where guidance overshoots, one colour per run (evaluate.guidance_diagnostics outputs keyed by
+    label), against t with sampling running left to right: the caption's pull |x0_cond - x0_uncond| as its
+    coarse (solid) and fine (dashed) parts; the fraction of the guided raw x0 beyond +-1 inside (solid) and
+    outside (dotted) the objects; and dynamic thresholding's s under two rules (solid, dashed)."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.3), dpi=100)
+    for (label, d), color in zip(curves.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        t = d["t"].numpy()
+        axes[0].plot(t, d["delta_low"], color=color, label=f"{label}: coarse (layout, colour)")
+        axes[0].plot(t, d["delta_high"], color=color, ls="--", label=f"{label}: fine (< {d['period']} px detail)")
+        axes[1].plot(t, d["outside_in"], color=color, label=f"{label}: inside the objects")
+        axes[1].plot(t, d["outside_out"], color=color, ls=":", label=f"{label}: outside")
+        for rule, ls in zip(rules, ("-", "--")):
+            axes[2].plot(t, d["s"][rule], color=color, ls=ls,
+                         label=f"{label}: p = {rule[0]:g}, " + ("uncapped" if rule[1] is None else f"cap {rule[1]:g}"))
+    axes[0].set(yscale="log", ylabel="mean |x̂0(cond) − x̂0(uncond)|", title="the caption's pull on x̂0")
+    axes[1].set(ylabel="fraction of guided x̂0 beyond ±1", title="where guidance overshoots")
+    axes[2].set(yscale="log", ylabel="dynamic threshold s", title="s under two rules, on the same x̂0")
+    for ax in axes:
+        ax.set_xlabel("t  (sampling runs from 1 = noise to 0 = image)")
+        ax.invert_xaxis()
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
 
 
 def scan_line_figure(images: dict, row: int, columns=None, reference=None, title=None):
