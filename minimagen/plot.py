@@ -336,7 +336,7 @@ def trajectory_figure(traj, step: int, size: float = 1.1):
             x, ax = traj[key][step, b], axes[r, b]
             ax.imshow(to_uint8(x), interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
-            ax.set_xlabel(f"[{x.min():.1f}, {x.max():.1f}]", fontsize=6, labelpad=1)
+            ax.set_xlabel(f"[{x.min():.1f}, {x.max():.1f}]", fontsize=8, labelpad=1)
             if b == 0:
                 ax.set_ylabel(label, fontsize=8)
         axes[r, B].axis("off")
@@ -347,7 +347,7 @@ def trajectory_figure(traj, step: int, size: float = 1.1):
     edges = np.linspace(-lim, lim, 50)
     hist.hist(raw, edges, color="0.6", label="raw x0"), hist.hist(thr, edges, color="C1", alpha=0.7, label="thresholded")
     hist.axvline(-1, color="k", lw=0.6, ls="--"), hist.axvline(1, color="k", lw=0.6, ls="--")
-    hist.set_yscale("log"), hist.tick_params(labelsize=6), hist.legend(fontsize=6)
+    hist.set_yscale("log"), hist.tick_params(labelsize=8), hist.legend(fontsize=8)
     fig.suptitle(f"{traj['method']}, w = {traj['guidance_scale']:g}: step {step} of {len(traj['t'])}, "
                  f"t = {float(traj['t'][step]):.2f}, log-SNR = {float(traj['log_snr'][step]):.1f}", fontsize=9)
     fig.tight_layout(pad=0.3)
@@ -369,13 +369,13 @@ def percentile_figure(raw_x0, percentile: float, images=None, titles=None, size:
     ax.hist(raw_x0.flatten().numpy(), edges, color="0.6", label="raw x0")
     ax.hist(x.flatten().numpy(), edges, color="C2", alpha=0.7, label="dynamic")
     ax.axvline(-1, color="k", lw=0.6, ls="--"), ax.axvline(1, color="k", lw=0.6, ls="--")
-    ax.set_yscale("log"), ax.tick_params(labelsize=6), ax.legend(fontsize=6)
+    ax.set_yscale("log"), ax.tick_params(labelsize=8), ax.legend(fontsize=8)
     ax.set_title(f"p = {percentile:g}, cap {'none' if cap is None else f'{cap:g}'}: s = "
-                 + ", ".join(f"{v:.2f}" for v in s.tolist()), fontsize=7)
+                 + ", ".join(f"{v:.2f}" for v in s.tolist()), fontsize=9)
     for i in range(n):
         axes[0, i + 1].imshow(to_uint8(images[i]), interpolation="nearest")
         axes[0, i + 1].axis("off")
         if titles is not None:
-            axes[0, i + 1].set_title(_wrap(str(titles[i]), 16), fontsize=6)
+            axes[0, i + 1].set_title(_wrap(str(titles[i]), 16), fontsize=8)
     fig.tight_layout(pad=0.3)
     return fig
