@@ -44,6 +44,12 @@ def noise_augment(lowres, aug_level, schedule: str = "cosine", generator=None):
     return torch.where(clean, lowres, D.q_sample(lowres, aug_log_snr, noise)), aug_log_snr
 
 
+def upsample_and_augment(lowres, size: int, aug_level, schedule: str = "cosine", generator=None):
+    """What an SR stage is given at sampling: the previous stage's image [B, 3, h, h] upsampled to `size`,
+    THEN noise-augmented at aug_level [B] (the noise is drawn per output pixel). -> ([B, 3, size, size], log-SNR [B])"""
+    return noise_augment(resize(lowres, size), aug_level, schedule, generator)
+
+
 def check_images(images, size: int):
     """Training images must be float [B, 3, size, size] in [-1, 1]: one clear error otherwise."""
     if not torch.is_tensor(images):
@@ -209,7 +215,7 @@ class Imagen(nn.Module):
             size, lowres, aug_log_snr = self.image_sizes[k], None, None
             if self.lowres_sizes[k] is not None:  # noise-conditioning augmentation, as in training
                 aug = torch.full((B,), float(lowres_aug_level), device=dev)
-                lowres, aug_log_snr = noise_augment(resize(images.to(dev), size), aug, self.schedule, g)
+                lowres, aug_log_snr = upsample_and_augment(images.to(dev), size, aug, self.schedule, g)
             model_fn = self.guided_model_fn(self.unets[k], embeds, mask, scales[k], lowres, aug_log_snr)
             with autocast(dev, use_bf16):
                 images = D.sample_loop(model_fn, (B, 3, size, size), steps, sampler, self.objective, thresholding,

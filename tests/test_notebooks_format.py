@@ -33,3 +33,18 @@ def test_notebook_format(path):
         src = "".join(c["source"])
         assert not re.search(r"^\s*class \w+", src, flags=re.M), f"a class is defined in a cell: put it in the package\n{src}"
     assert path.stat().st_size < 1_500_000, "keep figures at modest DPI"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_run_all_keeps_the_learners_code(path):
+    """An exercise's stub (a function whose body raises NotImplementedError) is defined in one cell only: no other
+    code cell defines or assigns that name, so "Run All" never replaces the learner's answer with a solution.
+    Solutions live in markdown (<details>), never in an executed cell."""
+    code = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    for i, src in enumerate(code):
+        assert not src.lstrip().lower().startswith("# solution"), f"a solution is executed over the learner's code:\n{src}"
+        if "raise NotImplementedError" not in src:
+            continue
+        for name in re.findall(r"^def (\w+)\(", src, flags=re.M):
+            later = [j for j, other in enumerate(code) if j != i and re.search(rf"^(def {name}\(|{name}\s*=[^=])", other, re.M)]
+            assert not later, f"{name}, the learner's function, is redefined in code cell(s) {later}: put the solution in <details>"
