@@ -85,7 +85,8 @@ def step_flops(trainer) -> int:
     return counter.get_total_flops()
 
 
-def run(lever: str, seed: int, draw: int, max_tflop: float, every: float, threads: int, n: int, bf16: bool | None):
+def run(lever: str, seed: int, draw: int, max_tflop: float, every: float, threads: int, n: int, bf16: bool | None,
+        device: str | None = None):
     from minimagen.metrics import alignment_accuracy
     from minimagen.imagen import Imagen
     from minimagen.train import Trainer, TrainConfig
@@ -93,13 +94,17 @@ def run(lever: str, seed: int, draw: int, max_tflop: float, every: float, thread
     torch.set_num_threads(threads)
     U.PRESETS.update(SHAPES)
     out = RUNS / f"{lever.replace(' ', '_').replace(',', '').replace('(', '').replace(')', '')}_s{seed}_d{draw}"
-    config = TrainConfig(stage=0, seed=seed, out_dir=str(out), sample_every=0, bf16=bf16, **LEVERS[lever])
+    config = TrainConfig(stage=0, seed=seed, out_dir=str(out), sample_every=0, bf16=bf16, device=device,
+                         **LEVERS[lever])
     trainer = Trainer(config)
+    # steps and TFLOP do not depend on the machine; the row says where they were counted all the same
+    where = torch.cuda.get_device_name(trainer.device) if trainer.device.type == "cuda" else "cpu"
+    out = out.with_name(out.name + ("_cuda" if trainer.device.type == "cuda" else ""))
     flops = step_flops(trainer)
     captions = fixed_captions(n, draw)["train"]
     marks = [every * k for k in range(1, int(max_tflop / every) + 1)]
     print(f"{lever}: {flops / 1e9:.1f} GFLOP per step, {U.count_parameters(trainer.unet) / 1e6:.2f} M parameters; "
-          f"{cpu_name()}, {threads} threads, bf16={trainer.bf16}", flush=True)
+          f"{where}, {cpu_name()}, {threads} threads, bf16={trainer.bf16}", flush=True)
     rows, above, clock = [], 0, 0.0
     for mark in marks:
         while trainer.step * flops < mark * 1e12:
@@ -114,7 +119,7 @@ def run(lever: str, seed: int, draw: int, max_tflop: float, every: float, thread
             row[f"{name}_alignment"] = round(alignment_accuracy(model.sample(captions, guidance_scale=3.0, seed=0),
                                                                 captions), 4)
         row.update(train_s=round(clock, 1), steps_per_s=round(trainer.step / clock, 2), threads=threads,
-                   load_avg=round(os.getloadavg()[0], 2), cpu=cpu_name(), bf16=trainer.bf16)
+                   load_avg=round(os.getloadavg()[0], 2), cpu=cpu_name(), bf16=trainer.bf16, device=where)
         rows.append(row)
         print(row, flush=True)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -142,17 +147,18 @@ def table():
                     for r in csv.DictReader(f)]
         for r in rows:
             r["step"] = int(r["step"])
-        runs[(rows[0]["lever"], rows[0]["seed"], rows[0]["draw"])] = rows
+        runs[(rows[0]["lever"], rows[0]["seed"], rows[0]["draw"], rows[0].get("device", "cpu"))] = rows
     summary = []
-    for (lever, seed, draw), rows in runs.items():
+    for (lever, seed, draw, device), rows in runs.items():
         ema, raw = to_90(rows), to_90(rows, "raw_alignment")
         last = rows[-1]
         summary.append(dict(lever=lever, seed=seed, draw=draw, gflop_per_step=last["gflop_per_step"],
                             params_m=last["params_m"], steps_to_90=ema[0] if ema else "",
                             tflop_to_90=ema[1] if ema else "", raw_tflop_to_90=raw[1] if raw else "",
                             last_step=last["step"], last_tflop=last["tflop"], last_alignment=last["ema_alignment"],
-                            bf16=last["bf16"], cpu=last["cpu"], threads=last["threads"]))  # speed: `speed`, idle
-        print(f"{lever:32s} seed {seed} draw {draw}: {last['gflop_per_step']:5.1f} GFLOP/step, 90% at "
+                            bf16=last["bf16"], device=last.get("device", "cpu"), cpu=last["cpu"],
+                            threads=last["threads"]))  # speed: `speed`, idle
+        print(f"{lever:32s} seed {seed} draw {draw} ({device}): {last['gflop_per_step']:5.1f} GFLOP/step, 90% at "
               f"{ema[1] if ema else '>' + str(last['tflop'])} TFLOP (step {ema[0] if ema else '-'}), raw weights "
               f"{raw[1] if raw else '-'}; last {last['ema_alignment']:.3f} at {last['tflop']} TFLOP")
     (HERE / "results").mkdir(exist_ok=True)
@@ -161,9 +167,9 @@ def table():
         writer.writeheader()
         writer.writerows(summary)
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for i, ((lever, seed, draw), rows) in enumerate(runs.items()):
+    for i, ((lever, seed, draw, device), rows) in enumerate(runs.items()):
         ax.plot([r["tflop"] for r in rows], [r["ema_alignment"] for r in rows], "o-" if draw == "1" else "s--",
-                color=plt.cm.tab20(i % 20), label=f"{lever} (seed {seed}, draw {draw})", ms=3)
+                color=plt.cm.tab20(i % 20), label=f"{lever} (seed {seed}, draw {draw}{', ' + device if device != 'cpu' else ''})", ms=3)
     ax.axhline(0.9, color="grey", lw=0.8, ls=":")
     ax.set(xlabel="training compute (TFLOP, forward + backward)", ylabel="alignment, 48 training captions (w = 3)",
            ylim=(0, 1.02), title="compute to 90%: one setting changed from the recipe")
@@ -229,6 +235,7 @@ if __name__ == "__main__":
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--n-captions", type=int, default=48)
     r.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None, help="default: where native")
+    r.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     sub.add_parser("table")
     sp = sub.add_parser("speed")
     sp.add_argument("--levers", nargs="+", default=["recipe"], choices=list(LEVERS))
@@ -237,7 +244,7 @@ if __name__ == "__main__":
     sp.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
     if a.cmd == "run":
-        run(a.lever, a.seed, a.draw, a.max_tflop, a.every, a.threads, a.n_captions, a.bf16)
+        run(a.lever, a.seed, a.draw, a.max_tflop, a.every, a.threads, a.n_captions, a.bf16, a.device)
     elif a.cmd == "speed":
         speed(a.levers, a.steps, a.rounds, a.threads)
     else:

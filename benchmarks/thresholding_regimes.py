@@ -50,11 +50,15 @@ from guidance_thresholding import fmt, machine, select, verdict  # noqa: E402  (
 from train_curve import fixed_captions  # noqa: E402
 
 CHECKPOINTS = {"A": "data/checkpoints/base32.pt", "B": "data/checkpoints/textured32.pt",
-               "B-eps": "data/checkpoints/textured32_eps.pt"}
+               "B-eps": "data/checkpoints/textured32_eps.pt", "C": "data/checkpoints/toned32.pt",
+               "C-eps": "data/checkpoints/toned32_eps.pt"}
+WORLD = {"A": "shaded shapes", "B": "textured", "C": "toned"}  # regime C: regime B in a shade the caption doesn't name
+VIVID = 1.02  # a textured object's tone above this is more vivid than any real shade (tone_range tops at 1)
 WS = (1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0)
 COLUMNS = (["phase", "model", "method", "thresholding", "percentile", "cap", "sampler", "steps", "guidance_scale",
             "n_images"] + [f"{k}{e}" for k in SCORES + ("texture",) for e in ("", "_se")]
-           + ["alignment_train", "alignment_held_out", "raw_x0_max", "x0_max", "raw_x0_outside"])
+           + ["alignment_train", "alignment_held_out", "raw_x0_max", "x0_max", "raw_x0_outside",
+              "tone", "tone_se", "vivid", "vivid_se"])
 
 
 def textured_captions(draw: int) -> tuple[list[str], int]:
@@ -75,8 +79,23 @@ def texture_scores(row) -> torch.Tensor:
     return torch.tensor(hits, dtype=torch.float).view(row["images"].shape[:2])
 
 
+def score_shades(row):
+    """Regime C: detail against a real render of the shade each object has (metrics.detail_scores' toned=True),
+    the mean shade, and the share of objects more vivid than any real shade (tone > VIVID)."""
+    flat = row["images"].flatten(0, 1)
+    d = metrics.detail_scores(flat, row["captions"] * row["images"].shape[0], toned=True)
+    shape = row["images"].shape[:2]
+    for key, values in (("shading", d["shading"]), ("pinned", d["pinned"]), ("tone", d["tone"]),
+                        ("vivid", (d["tone"] > VIVID).float().where(~d["tone"].isnan(), d["tone"]))):
+        row["scores"][key] = values.view(shape)
+        ok = values[~values.isnan()]
+        row[key], row[f"{key}_se"] = ok.mean().item(), (ok.std() / len(ok) ** 0.5).item()
+
+
 def run_sweep(model, name, captions, n_train, ws, methods, seeds, phase, start, **kw):
     def progress(done, total, row):
+        if name.startswith("C"):
+            score_shades(row)
         print(f"[{name} {done}/{total}] {row['method']} w={row['guidance_scale']:g}: alignment {row['alignment']:.3f}, "
               f"detail {row['shading']:.3f}, pinned {row['pinned']:.3f} ({time.time() - start:.0f} s)", flush=True)
     rows = guidance_sweep(model, captions, ws, methods=methods, seeds=seeds, progress=progress, **kw)
@@ -92,7 +111,7 @@ def run_sweep(model, name, captions, n_train, ws, methods, seeds, phase, start, 
 
 def diagnose(args, start):
     rows, curves = [], {}
-    for regime in ("A", "B", "B-eps"):
+    for regime in args.regimes:
         model = load_cascade([CHECKPOINTS[regime]])
         if regime == "A":
             picked = fixed_captions(8)
@@ -115,10 +134,11 @@ def diagnose(args, start):
               f"{d['outside_in'][late].mean():.3f}, outside {d['outside_out'][late].mean():.3f}; "
               f"s at p = 0.995 uncapped {d['s'][(0.995, None)][late].mean():.2f} "
               f"({time.time() - start:.0f} s)", flush=True)
-    save_rows(rows, Path(args.results) / "thresholding_regimes_diagnose.csv", list(rows[0]))
-    fig = regime_diagnostics_figure({f"{k} ({'shaded shapes' if k == 'A' else 'textured'})": d for k, d in curves.items()},
-                                    title=f"static clipping, w = {args.w:g}, DDIM {args.steps}: regime A vs regime B")
-    fig.savefig(HERE / "thresholding_regimes_diagnose.png")
+    save_rows(rows, Path(args.results) / f"thresholding_regimes_diagnose{args.tag}.csv", list(rows[0]))
+    fig = regime_diagnostics_figure({f"{k} ({WORLD[k[0]]})": d for k, d in curves.items()},
+                                    title=f"static clipping, w = {args.w:g}, DDIM {args.steps}: regimes "
+                                          f"{', '.join(dict.fromkeys(k[0] for k in curves))}")
+    fig.savefig(HERE / f"thresholding_regimes_diagnose{args.tag}.png")
 
 
 def main():
@@ -130,7 +150,10 @@ def main():
     p.add_argument("--steps", type=int, default=25, help="DDIM steps")
     p.add_argument("--percentile", type=float, default=0.995, help="the chosen p (evaluate, samplers)")
     p.add_argument("--cap", type=float, default=0.0, help="the chosen cap, 0 = none (evaluate, samplers)")
-    p.add_argument("--models", nargs="+", default=["B", "B-eps"], help="evaluate: which models")
+    p.add_argument("--models", nargs="+", default=["B", "B-eps"],
+                   help="evaluate: which models (select and samplers: the first); regime C: C C-eps")
+    p.add_argument("--regimes", nargs="+", default=["A", "B", "B-eps"], help="diagnose: which models")
+    p.add_argument("--tag", default="", help="appended to every output file name, e.g. _C for regime C")
     p.add_argument("--results", default=str(HERE / "results"))
     args = p.parse_args()
     start = time.time()
@@ -141,22 +164,23 @@ def main():
     captions, n_train = textured_captions(1 if args.phase == "select" else 0)
     cap = None if args.cap <= 0 else args.cap
     chosen = ("dynamic", args.percentile, cap)
-    out = Path(args.results) / f"thresholding_regimes_{args.phase}.csv"
+    out = Path(args.results) / f"thresholding_regimes_{args.phase}{args.tag}.csv"
+    first = args.models[0]
     print(f"{len(captions)} {'selection' if args.phase == 'select' else 'evaluation'} captions ({n_train} training) "
           f"x seeds {args.seeds}", flush=True)
     if args.phase == "select":
         ws = args.guidance or [10.0, 15.0]
         methods = ["static"] + [("dynamic", q, c) for q in (0.9, 0.95, 0.995) for c in (1.5, None)]
-        rows = run_sweep(load_cascade([CHECKPOINTS["B"]]), "B", captions, n_train, ws, methods, args.seeds, "select",
+        rows = run_sweep(load_cascade([CHECKPOINTS[first]]), first, captions, n_train, ws, methods, args.seeds, "select",
                          start, steps=args.steps)
         save_rows(rows, out, COLUMNS)
         choice, lines = select(rows, ws)
         print("\n".join(lines))
         return choice
     if args.phase == "samplers":
-        model, rows = load_cascade([CHECKPOINTS["B"]]), []
+        model, rows = load_cascade([CHECKPOINTS[first]]), []
         for sampler, steps in (("ddim", 10), ("ddim", 25), ("ddim", 50), ("ddpm", 50)):
-            rows += run_sweep(model, "B", captions, n_train, args.guidance or [10.0, 15.0], ["static", chosen],
+            rows += run_sweep(model, first, captions, n_train, args.guidance or [10.0, 15.0], ["static", chosen],
                               args.seeds, "samplers", start, steps=steps, sampler=sampler)
         save_rows(rows, out, COLUMNS)
         for sampler, steps in dict.fromkeys((r["sampler"], r["steps"]) for r in rows):
@@ -180,14 +204,14 @@ def main():
     label, verdict_rows = [r for r in rows if r["thresholding"] == "dynamic"][0]["method"], []
     for ax, name in zip(axes[0], args.models):
         sub = [r for r in rows if r["model"] == name]
-        tradeoff_plot(sub, y="shading", ax=ax, title=f"regime B, {'ε' if 'eps' in name else 'v'}-objective model")
+        tradeoff_plot(sub, y="shading", ax=ax, title=f"regime {name[0]}, {'ε' if 'eps' in name else 'v'}-objective model")
         ax.set_ylabel("texture detail kept (1 = as real)")
         print(f"=== model {name} (chosen: {label})")
         print("\n".join(verdict(sub, label, [10.0, 15.0])))
         for method in dict.fromkeys(r["method"] for r in sub if r["thresholding"] != "static"):
             for w in ws:
                 st, other = (next(r for r in sub if r["method"] == m and r["guidance_scale"] == w) for m in ("static", method))
-                for key in ("shading", "alignment", "texture", "pinned"):
+                for key in ("shading", "alignment", "texture", "pinned") + (("tone", "vivid") if name[0] == "C" else ()):
                     mean, se = paired_difference(other, st, key)
                     verdict_rows.append(dict(model=name, method=method, guidance_scale=w, score=key, minus_static=mean, se=se))
         for method in dict.fromkeys(r["method"] for r in sub):
@@ -196,9 +220,9 @@ def main():
             mean, se = paired_difference(best, pts[0], "alignment")
             verdict_rows.append(dict(model=name, method=method, guidance_scale=best["guidance_scale"],
                                      score="alignment gain from w = 1 to the best w", minus_static=mean, se=se))
-    save_rows(verdict_rows, Path(args.results) / "thresholding_regimes_verdict.csv", list(verdict_rows[0]))
+    save_rows(verdict_rows, Path(args.results) / f"thresholding_regimes_verdict{args.tag}.csv", list(verdict_rows[0]))
     fig.tight_layout()
-    fig.savefig(HERE / "thresholding_regimes_evaluate.png")
+    fig.savefig(HERE / f"thresholding_regimes_evaluate{args.tag}.png")
     print(f"done in {time.time() - start:.0f} s")
 
 

@@ -1,11 +1,13 @@
 """Toy data: the procedural "shapes" dataset (definition in data/shapes.json) and a folder loader.
 
-Captions follow a small compositional grammar, in two worlds (WORLDS):
+Captions follow a small compositional grammar, in three worlds (WORLDS):
   "shapes" (regime A), shaded solids on a grey ground:
     one object:  "a {size} {color} {shape}"                       e.g. "a large teal circle"
     two objects: "a {color} {shape} {relation} a {color} {shape}"  e.g. "an orange square above a pink circle"
   "textured" (regime B), one huge flat object whose caption decides its fine detail, at the pixel limits:
     "a huge {texture} {color} {shape}"                             e.g. "a huge striped red circle"
+  "toned" (regime C), regime B's captions and scenes, each image in a shade of its colour that the caption
+    does not name (a tone drawn from a continuum, data/shapes.json "textured" tone_range)
 Captions that contain a held-out (color, shape) or (texture, color) pair are never used for training:
 they test compositional generalisation (the model has seen "blue" and "triangle", never "blue triangle").
 
@@ -73,16 +75,16 @@ def is_held_out(caption: str, spec: dict | None = None) -> bool:
     return any(f"{a} {b}" in caption for a, b in pairs)
 
 
-WORLDS = ("shapes", "textured")  # regime A: shaded shapes; regime B: huge textured objects (data/shapes.json)
+WORLDS = ("shapes", "textured", "toned")  # regimes A, B and C (data/shapes.json); "toned" shares B's captions
 
 
 def all_captions(split: str = "all", spec: dict | None = None, world: str = "shapes") -> list[str]:
-    """Every caption the grammar makes in one world ('shapes' or 'textured', or 'both');
-    split is 'train', 'held_out' or 'all'."""
+    """Every caption the grammar makes in one world ('shapes', 'textured' or 'toned', or 'both' = shapes
+    and textured); split is 'train', 'held_out' or 'all'."""
     spec = spec or load_spec()
     if world not in WORLDS + ("both",):
-        raise MinimagenError(f"Unknown world {world!r}; use 'shapes', 'textured' or 'both'.")
-    captions = (one_object_captions(spec) + two_object_captions(spec) if world != "textured" else []) + \
+        raise MinimagenError(f"Unknown world {world!r}; use one of {', '.join(WORLDS)} or 'both'.")
+    captions = (one_object_captions(spec) + two_object_captions(spec) if world in ("shapes", "both") else []) + \
         (textured_captions(spec) if world != "shapes" else [])
     if split == "all":
         return captions
@@ -137,10 +139,12 @@ def parse_caption(caption: str, spec: dict | None = None) -> tuple[list[dict], s
             dict(size=None, color=words[-2], shape=words[-1])], " ".join(words[3:-3])
 
 
-def make_scene(caption: str, seed=0) -> dict:
+def make_scene(caption: str, seed=0, toned: bool = False) -> dict:
     """A caption and a seed (int or tuple of ints) -> background tones + objects with exact geometry.
 
-    Positions/sizes are fractions of the image side; centre is (x, y) with y pointing down.
+    Positions/sizes are fractions of the image side; centre is (x, y) with y pointing down. toned=True
+    (regime C) also gives a textured object a tone from tone_range, drawn last: the same seed gives the
+    same geometry as in regime B.
     """
     spec, rng = load_spec(), np.random.default_rng(seed)
     objects, relation = parse_caption(caption)  # the cached grammar: no spec argument
@@ -159,7 +163,11 @@ def make_scene(caption: str, seed=0) -> dict:
     out = [dict(o, center=c, half_size=float(rng.uniform(*half[o["size"]])),
                 angle=0.0 if o["shape"] == "circle" else float(rng.uniform(-MAX_ROTATION, MAX_ROTATION)))
            for o, c in zip(objects, centers)]
-    return dict(caption=caption, background=tones, gradient_angle=float(rng.uniform(-30, 30)), objects=out)
+    scene = dict(caption=caption, background=tones, gradient_angle=float(rng.uniform(-30, 30)), objects=out)
+    for obj in out:
+        if toned and "texture" in obj:
+            obj["tone"] = float(rng.uniform(*spec["textured"]["tone_range"]))
+    return scene
 
 
 def _outline(obj: dict, scale: float) -> list[tuple[float, float]]:
@@ -242,7 +250,7 @@ def object_paint(obj: dict, size: int) -> np.ndarray:
     """[size, size, 3] RGB 0..255 of an object's surface at every pixel centre: lit-solid shading for the
     shapes world, the caption's texture for a textured object."""
     if "texture" in obj:
-        bright, dark = texture_tones(obj["color"])
+        bright, dark = (tone * obj.get("tone", 1.0) for tone in texture_tones(obj["color"]))  # regime C: a shade
         return dark + (bright - dark) * texture_pattern(obj["texture"], size)
     k, t = shading(obj, size)
     return (1 - t) * k * np.array(load_spec()["colors"][obj["color"]], np.float32) + t * 255
@@ -304,7 +312,7 @@ class ShapesDataset(torch.utils.data.Dataset):
 
     Captions are drawn from `all_captions(split, world=world)`; in the shapes world half one-object and
     half two-object (balanced=False: uniformly over the captions, 19 in 20 of which have two objects);
-    in the textured world (regime B) uniformly. Item i's scene is seeded by
+    in the textured and toned worlds (B, C) uniformly. Item i's scene is seeded by
     (seed, i), so the same arguments always give the same data. Images are rendered once here (about
     0.5 ms each) and kept as uint8; `scenes[i]` is item i's ground truth.
     """
@@ -322,7 +330,7 @@ class ShapesDataset(torch.utils.data.Dataset):
         kinds = rng.integers(0, len(groups), n)
         self.size, self.split, self.world = int(size), split, world
         self.captions = [groups[k][rng.integers(len(groups[k]))] for k in kinds]
-        self.scenes = [make_scene(c, (seed, i)) for i, c in enumerate(self.captions)]
+        self.scenes = [make_scene(c, (seed, i), toned=world == "toned") for i, c in enumerate(self.captions)]
         self.images = torch.from_numpy(np.stack([render_scene(s, self.size) for s in self.scenes]))
 
     def __len__(self) -> int:

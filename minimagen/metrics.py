@@ -264,7 +264,17 @@ def _shading_kept(pattern: float, contrast: float) -> float:
     return max(0.0, pattern) * min(contrast, 1 / contrast) if contrast > 0 else 0.0
 
 
-def detail_scores(images: torch.Tensor, captions: list[str]) -> dict[str, torch.Tensor]:
+def object_tone(x: torch.Tensor, mask: torch.Tensor, color: str, texture: str) -> float:
+    """The shade of a textured object, in units of data/shapes.json's tone (1 = its brightest channel
+    peaks at 255): the object's mean in its colour's brightest channel over that of a tone-1 render.
+    A regime-C render of tone b reads b; a guided overshoot that pins the channel at 255 reads more than
+    any real shade (a plain object at 255 reads (1 + dark) / 2 higher than it can be). x [3,H,W] 0..255."""
+    paint = torch.from_numpy(data.object_paint(dict(color=color, texture=texture), x.shape[-1]))
+    ch = int(paint.reshape(-1, 3).mean(0).argmax())
+    return (x[ch][mask].mean() / paint[..., ch][mask].mean()).item()
+
+
+def detail_scores(images: torch.Tensor, captions: list[str], toned: bool = False) -> dict[str, torch.Tensor]:
     """Per image [B]: how much of the detail inside the caption's objects survives: the shading of
     the shapes world (regime A), or the texture a regime-B caption names (its stripes or checks).
 
@@ -277,6 +287,11 @@ def detail_scores(images: torch.Tensor, captions: list[str]) -> dict[str, torch.
                 at high guidance makes plateaus of them.
       pattern, contrast   the two factors of `shading` (mean over the objects found; NaN if none):
                 the correlation with the real profile, and the ratio of luminance spreads (1 = as real).
+      tone      a textured object's shade (`object_tone`; NaN for other captions or none found).
+
+    toned=True (regime C, where each image has its own shade): a textured object's texture is compared with
+    a real render *of the shade it has* (tone x the tone-1 profile), so a real render scores ~1 at any
+    shade, and a texture flattened against the pixel limit scores low however bright it is.
     """
     captions = [captions] if isinstance(captions, str) else list(captions)
     x = _as_batch(images)
@@ -285,30 +300,33 @@ def detail_scores(images: torch.Tensor, captions: list[str]) -> dict[str, torch.
         raise MinimagenError(f"Got {len(found)} images but {len(captions)} captions; pass one caption per image.")
     q = x.round()
     lum, at_limit = q.mean(1), ((q == 0) | (q == 255)).any(1)  # [B,H,W]
-    shading, pinned, pattern, contrast = [], [], [], []
+    shading, pinned, pattern, contrast, tones = [], [], [], [], []
     for b, (objects, caption) in enumerate(zip(found, captions)):
         by_color = {o["color"]: o for o in objects}
-        kept, parts, inside = [], [], torch.zeros_like(at_limit[b])
+        kept, parts, inside, tone = [], [], torch.zeros_like(at_limit[b]), math.nan
         for want in parse_caption(caption)[0]:
             obj = by_color.get(want["color"])
-            if want.get("texture") == "plain":
-                inside |= obj["mask"] if obj is not None else inside
-                continue
             if obj is None:
-                kept.append(0.0)
+                kept += [] if want.get("texture") == "plain" else [0.0]
                 continue
             core = -F.max_pool2d(-obj["mask"][None, None].float(), 3, 1, 1)[0, 0] > 0  # eroded by 1 px
             core = core if core.sum() >= 4 else obj["mask"]
             inside |= obj["mask"]
+            if "texture" in want:
+                tone = object_tone(q[b], core, want["color"], want["texture"])
+            if want.get("texture") == "plain":
+                continue
             ideal = object_profile(obj, want["color"], x.shape[-1], want.get("texture"))
+            ideal = ideal * tone if toned and "texture" in want else ideal
             parts.append(_shading_parts(lum[b][core], ideal[core]))
             kept.append(_shading_kept(*parts[-1]))
         shading.append(sum(kept) / len(kept) if kept else math.nan)
         pattern.append(sum(p for p, _ in parts) / len(parts) if parts else math.nan)
         contrast.append(sum(c for _, c in parts) / len(parts) if parts else math.nan)
         pinned.append(at_limit[b][inside].float().mean().item() if inside.any() else 0.0)
+        tones.append(tone)
     return dict(shading=torch.tensor(shading), pinned=torch.tensor(pinned), pattern=torch.tensor(pattern),
-                contrast=torch.tensor(contrast))
+                contrast=torch.tensor(contrast), tone=torch.tensor(tones))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Every lever of compute_to_90.py on two seeds (caption draw 1), plus the recipe on draw 0, as parallel
+# processes on one CUDA GPU. Steps and TFLOP to 90% do not depend on the machine, so a GPU only makes the
+# sweep fast (one process per run, one CPU thread each). Then: python benchmarks/compute_to_90.py table
+#   bash benchmarks/compute_to_90_sweep.sh [parallel processes, default 15] [max TFLOP, default 52]
+set -u
+cd "$(dirname "$0")/.."
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} MINIMAGEN_TEXT_ENCODER=${MINIMAGEN_TEXT_ENCODER:-tiny} HF_HUB_OFFLINE=1
+P=${1:-15}; MAX=${2:-52}
+jobs=$(python3 - <<'PY'
+import sys; sys.path.insert(0, "benchmarks")
+from compute_to_90 import LEVERS, SHAPES, BASE
+# the slowest runs (most steps: the smallest U-Nets) first
+order = sorted(LEVERS, key=lambda l: -("preset" in LEVERS[l] and SHAPES[LEVERS[l]["preset"]].dim < BASE.dim))
+for seed in (0, 1):
+    for lever in order:
+        print(f"{lever}\t{seed}\t1")
+for seed in (0, 1):
+    print(f"recipe\t{seed}\t0")
+PY
+)
+echo "$jobs" | tr '\t' '|' | xargs -P "$P" -I{} bash -c '
+  IFS="|" read -r lever seed draw <<< "{}"
+  python3 benchmarks/compute_to_90.py run --lever "$lever" --seed "$seed" --draw "$draw" --max-tflop '"$MAX"' \
+      --threads 1 > "runs/compute_to_90/log_${seed}_${draw}_${lever// /_}.txt" 2>&1 && echo "done: $lever seed $seed draw $draw"'
