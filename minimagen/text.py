@@ -191,8 +191,10 @@ class TextEncoder:
         # The cache: (name, max_length, caption) -> unpadded [len_i, D] embedding on the CPU. A training
         # loop over a few hundred captions then runs T5 once per caption (~64 KB each for t5-small).
         self.cache: dict[tuple[str, int, str], torch.Tensor] = {}
+        where = Path(str(source))  # the repository's own copy prints as data/tiny-t5, not as this machine's path
+        where = where.relative_to(DATA_DIR.parent) if where.is_absolute() and where.is_relative_to(DATA_DIR.parent) else where
         kind = "pretrained" if self.pretrained else \
-            f"{source}, random weights — carries token identity and word order, no language knowledge"
+            f"{where}, random weights — carries token identity and word order, no language knowledge"
         print(f"text encoder: {self.name} ({kind}), d_model={self.dim}, max_length={max_length}")
 
     @functools.cached_property
