@@ -167,6 +167,7 @@ def make_scene(caption: str, seed=0, toned: bool = False) -> dict:
     for obj in out:
         if toned and "texture" in obj:
             obj["tone"] = float(rng.uniform(*spec["textured"]["tone_range"]))
+            obj["vivid"] = float(rng.uniform(*spec["textured"]["vivid_range"]))
     return scene
 
 
@@ -226,11 +227,15 @@ def shading(obj: dict, size: int) -> tuple[np.ndarray, np.ndarray]:
 # same at every size and where the object sits changes nothing). The bright tone is the colour scaled
 # until its brightest channel is 255, x = +1 with no headroom; the dark tone is `dark` times it. Both
 # are the colour's hue, so the detector reads colour as for the shapes, and texture by its frequency.
-def texture_tones(color: str) -> tuple[np.ndarray, np.ndarray]:
+# Regime C's shades: `vivid` in [0, 1] moves the bright tone toward the most vivid colour of the same hue
+# (the colour stretched until its channels span 0..255, which keeps every channel ratio that sets the hue),
+# and `tone` in [0.6, 1] darkens both tones. Regime B is vivid 0, tone 1.
+def texture_tones(color: str, vivid: float = 0.0, tone: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """(bright, dark) RGB 0..255 of a colour's texture tones; 'plain' is their mean."""
     spec = load_spec()
     c = np.array(spec["colors"][color], np.float32)
     bright = c * (255.0 / c.max())
+    bright = tone * (bright + vivid * ((c - c.min()) * (255.0 / (c.max() - c.min())) - bright))
     return bright, bright * spec["textured"]["dark"]
 
 
@@ -250,7 +255,7 @@ def object_paint(obj: dict, size: int) -> np.ndarray:
     """[size, size, 3] RGB 0..255 of an object's surface at every pixel centre: lit-solid shading for the
     shapes world, the caption's texture for a textured object."""
     if "texture" in obj:
-        bright, dark = (tone * obj.get("tone", 1.0) for tone in texture_tones(obj["color"]))  # regime C: a shade
+        bright, dark = texture_tones(obj["color"], obj.get("vivid", 0.0), obj.get("tone", 1.0))  # regime C: a shade
         return dark + (bright - dark) * texture_pattern(obj["texture"], size)
     k, t = shading(obj, size)
     return (1 - t) * k * np.array(load_spec()["colors"][obj["color"]], np.float32) + t * 255

@@ -264,14 +264,19 @@ def _shading_kept(pattern: float, contrast: float) -> float:
     return max(0.0, pattern) * min(contrast, 1 / contrast) if contrast > 0 else 0.0
 
 
-def object_tone(x: torch.Tensor, mask: torch.Tensor, color: str, texture: str) -> float:
-    """The shade of a textured object, in units of data/shapes.json's tone (1 = its brightest channel
-    peaks at 255): the object's mean in its colour's brightest channel over that of a tone-1 render.
-    A regime-C render of tone b reads b; a guided overshoot that pins the channel at 255 reads more than
-    any real shade (a plain object at 255 reads (1 + dark) / 2 higher than it can be). x [3,H,W] 0..255."""
-    paint = torch.from_numpy(data.object_paint(dict(color=color, texture=texture), x.shape[-1]))
-    ch = int(paint.reshape(-1, 3).mean(0).argmax())
-    return (x[ch][mask].mean() / paint[..., ch][mask].mean()).item()
+def object_shade(x: torch.Tensor, mask: torch.Tensor, color: str, texture: str) -> tuple[float, float]:
+    """(tone, vivid): the shade of a textured object in regime C's units (data.texture_tones), read on
+    the mask from its colour's brightest and dimmest channels, against a regime-B render (tone 1, vivid 0):
+      tone  = brightest channel's mean / the render's (vividness leaves that channel alone);
+      vivid = 1 - dimmest channel's mean / (tone x the render's): 0 as regime B's colour, 1 when that
+              channel is at 0 (the most vivid colour of the hue).
+    A real render of shade (b, v) reads (b, v) back; a guided overshoot pinned at 255 reads a tone above any
+    real shade, and one pinned at 0 reads vivid 1. x [3,H,W] 0..255."""
+    paint = torch.from_numpy(data.object_paint(dict(color=color, texture=texture), x.shape[-1]))[mask]  # [N,3]
+    means = paint.mean(0)
+    hi, lo = int(means.argmax()), int(means.argmin())
+    tone = (x[hi][mask].mean() / means[hi]).item()
+    return tone, 1.0 - (x[lo][mask].mean() / (max(tone, 1e-3) * means[lo])).item()
 
 
 def detail_scores(images: torch.Tensor, captions: list[str], toned: bool = False) -> dict[str, torch.Tensor]:
@@ -287,11 +292,11 @@ def detail_scores(images: torch.Tensor, captions: list[str], toned: bool = False
                 at high guidance makes plateaus of them.
       pattern, contrast   the two factors of `shading` (mean over the objects found; NaN if none):
                 the correlation with the real profile, and the ratio of luminance spreads (1 = as real).
-      tone      a textured object's shade (`object_tone`; NaN for other captions or none found).
+      tone, vivid   a textured object's shade (`object_shade`; NaN for other captions or none found).
 
     toned=True (regime C, where each image has its own shade): a textured object's texture is compared with
-    a real render *of the shade it has* (tone x the tone-1 profile), so a real render scores ~1 at any
-    shade, and a texture flattened against the pixel limit scores low however bright it is.
+    a real render *of the shade it has* (object_paint at the shade read back), so a real render scores ~1
+    at any shade, and a texture flattened against the pixel limit scores low however vivid it is.
     """
     captions = [captions] if isinstance(captions, str) else list(captions)
     x = _as_batch(images)
@@ -300,10 +305,10 @@ def detail_scores(images: torch.Tensor, captions: list[str], toned: bool = False
         raise MinimagenError(f"Got {len(found)} images but {len(captions)} captions; pass one caption per image.")
     q = x.round()
     lum, at_limit = q.mean(1), ((q == 0) | (q == 255)).any(1)  # [B,H,W]
-    shading, pinned, pattern, contrast, tones = [], [], [], [], []
+    shading, pinned, pattern, contrast, tones, vivids = [], [], [], [], [], []
     for b, (objects, caption) in enumerate(zip(found, captions)):
         by_color = {o["color"]: o for o in objects}
-        kept, parts, inside, tone = [], [], torch.zeros_like(at_limit[b]), math.nan
+        kept, parts, inside, tone, vivid = [], [], torch.zeros_like(at_limit[b]), math.nan, math.nan
         for want in parse_caption(caption)[0]:
             obj = by_color.get(want["color"])
             if obj is None:
@@ -313,11 +318,13 @@ def detail_scores(images: torch.Tensor, captions: list[str], toned: bool = False
             core = core if core.sum() >= 4 else obj["mask"]
             inside |= obj["mask"]
             if "texture" in want:
-                tone = object_tone(q[b], core, want["color"], want["texture"])
+                tone, vivid = object_shade(q[b], core, want["color"], want["texture"])
             if want.get("texture") == "plain":
                 continue
             ideal = object_profile(obj, want["color"], x.shape[-1], want.get("texture"))
-            ideal = ideal * tone if toned and "texture" in want else ideal
+            if toned and "texture" in want:  # the real render of the shade read back
+                shade = dict(color=want["color"], texture=want["texture"], tone=tone, vivid=min(max(vivid, 0.0), 1.0))
+                ideal = torch.from_numpy(data.object_paint(shade, x.shape[-1]).mean(-1))
             parts.append(_shading_parts(lum[b][core], ideal[core]))
             kept.append(_shading_kept(*parts[-1]))
         shading.append(sum(kept) / len(kept) if kept else math.nan)
@@ -325,8 +332,9 @@ def detail_scores(images: torch.Tensor, captions: list[str], toned: bool = False
         contrast.append(sum(c for _, c in parts) / len(parts) if parts else math.nan)
         pinned.append(at_limit[b][inside].float().mean().item() if inside.any() else 0.0)
         tones.append(tone)
+        vivids.append(vivid)
     return dict(shading=torch.tensor(shading), pinned=torch.tensor(pinned), pattern=torch.tensor(pattern),
-                contrast=torch.tensor(contrast), tone=torch.tensor(tones))
+                contrast=torch.tensor(contrast), tone=torch.tensor(tones), vivid=torch.tensor(vivids))
 
 
 # ---------------------------------------------------------------------------------------------
