@@ -379,3 +379,27 @@ def percentile_figure(raw_x0, percentile: float, images=None, titles=None, size:
             axes[0, i + 1].set_title(_wrap(str(titles[i]), 16), fontsize=8)
     fig.tight_layout(pad=0.3)
     return fig
+
+
+def shade_scatter(shades: dict, real=None, ax=None, title=None):
+    """Regime C: each object's shade read back (metrics.object_shade), vividness (x) against tone (y), one
+    colour per method; `real` = (vivid, tone) of real renders, drawn as grey dots with the data's range boxed.
+    Over-saturation shows as a pile-up in the top-right corner (the most vivid, brightest shade of each hue)."""
+    from matplotlib.patches import Rectangle
+    from .data import load_spec
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.8, 4.4), dpi=100)
+    spec = load_spec()["textured"]
+    (v0, v1), (t0, t1) = spec["vivid_range"], spec["tone_range"]
+    ax.add_patch(Rectangle((v0, t0), v1 - v0, t1 - t0, fill=False, ls="--", lw=0.8, ec="0.4"))
+    if real is not None:
+        ax.scatter(*real, s=10, c="0.75", label="real renders")
+    for (label, (vivid, tone)), m in zip(shades.items(), "os^Dv<>"):
+        ax.scatter(vivid, tone, s=18, marker=m, alpha=0.75, label=label)
+    ax.set(xlabel="vividness (0 = the palette's colour, 1 = the most vivid of its hue)",
+           ylabel="tone (1 = brightest channel at 255)", xlim=(-0.1, 1.1))
+    ax.set_title(title or "the shade of each object (dashed: the range real images span)", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if ax.figure.get_layout_engine() is None:
+        ax.figure.tight_layout()
+    return ax
