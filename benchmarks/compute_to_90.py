@@ -58,6 +58,7 @@ LEVERS = {
     "width 32, lr 2e-3": {"preset": "small32", "lr": 2e-3},
     "depth 1-1-1": {"preset": "shallow"},
     "width 32, depth 1-1-1": {"preset": "small32-shallow"},
+    "depth 1-1-1, lr 2e-3": {"preset": "shallow", "lr": 2e-3},
     "attention only at 8 px": {"preset": "attn8"},
     "attention only at 4 px": {"preset": "attn4"},
     "batch 16, lr 7e-4": {"batch_size": 16, "lr": 7e-4},

@@ -33,7 +33,7 @@ def show_images(images, titles=None, ncols: int | None = None, size: float = 1.6
                 ax.set_title(_wrap(str(titles[i])), fontsize=7)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()) if suptitle else None)  # room for the suptitle
     return fig
 
 
