@@ -87,3 +87,18 @@ def test_trainer_trains_on_the_toned_world():
                                   text_encoder="tiny", sample_every=0, out_dir="/tmp/minimagen_toned_test"))
     assert trainer.data.world == "toned" and "tone" in trainer.data.scenes[0]["objects"][0]
     assert np.isfinite(trainer.train_step(0))
+
+
+def test_shade_scatter_shows_each_method_against_the_real_range():
+    import matplotlib
+    matplotlib.use("agg")
+    from minimagen import plot
+    ds = ShapesDataset(32, "all", n=20, seed=4, world="toned")
+    d = detail_scores(from_uint8(ds.images), ds.captions, toned=True)
+    ax = plot.shade_scatter({"static": (d["vivid"], d["tone"]), "none": (d["vivid"] + 0.3, d["tone"])},
+                            real=(d["vivid"], d["tone"]))
+    assert len(ax.collections) == 3 and len(ax.patches) == 1  # real dots, two methods; the real range's box
+    box = ax.patches[0]
+    spec = load_spec()["textured"]
+    assert (box.get_x(), box.get_y()) == (spec["vivid_range"][0], spec["tone_range"][0])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["real renders", "static", "none"]
