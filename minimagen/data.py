@@ -139,12 +139,14 @@ def parse_caption(caption: str, spec: dict | None = None) -> tuple[list[dict], s
             dict(size=None, color=words[-2], shape=words[-1])], " ".join(words[3:-3])
 
 
-def make_scene(caption: str, seed=0, toned: bool = False) -> dict:
+def make_scene(caption: str, seed=0, toned: bool = False, phased: bool = False) -> dict:
     """A caption and a seed (int or tuple of ints) -> background tones + objects with exact geometry.
 
     Positions/sizes are fractions of the image side; centre is (x, y) with y pointing down. toned=True
     (regime C) also gives a textured object a tone from tone_range, drawn last: the same seed gives the
-    same geometry as in regime B.
+    same geometry as in regime B. phased=True also shifts a textured object's pattern by its own phase, a
+    fraction of a period along x and y drawn after everything else: the caption names the texture, not
+    where its stripes fall.
     """
     spec, rng = load_spec(), np.random.default_rng(seed)
     objects, relation = parse_caption(caption)  # the cached grammar: no spec argument
@@ -168,6 +170,9 @@ def make_scene(caption: str, seed=0, toned: bool = False) -> dict:
         if toned and "texture" in obj:
             obj["tone"] = float(rng.uniform(*spec["textured"]["tone_range"]))
             obj["vivid"] = float(rng.uniform(*spec["textured"]["vivid_range"]))
+    for obj in out:
+        if phased and "texture" in obj:
+            obj["phase"] = [float(v) for v in rng.uniform(0, 1, 2)]
     return scene
 
 
@@ -230,21 +235,24 @@ def shading(obj: dict, size: int) -> tuple[np.ndarray, np.ndarray]:
 # Regime C's shades: `vivid` in [0, 1] moves the bright tone toward the most vivid colour of the same hue
 # (the colour stretched until its channels span 0..255, which keeps every channel ratio that sets the hue),
 # and `tone` in [0.6, 1] darkens both tones. Regime B is vivid 0, tone 1.
-def texture_tones(color: str, vivid: float = 0.0, tone: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """(bright, dark) RGB 0..255 of a colour's texture tones; 'plain' is their mean."""
+def texture_tones(color: str, vivid: float = 0.0, tone: float = 1.0, dark: float | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(bright, dark) RGB 0..255 of a colour's texture tones; 'plain' is their mean. dark: the dark tone's
+    share of the bright one (None: data/shapes.json "textured" dark)."""
     spec = load_spec()
     c = np.array(spec["colors"][color], np.float32)
     bright = c * (255.0 / c.max())
     bright = tone * (bright + vivid * ((c - c.min()) * (255.0 / (c.max() - c.min())) - bright))
-    return bright, bright * spec["textured"]["dark"]
+    return bright, bright * (spec["textured"]["dark"] if dark is None else dark)
 
 
-def texture_pattern(texture: str, size: int) -> np.ndarray:
+def texture_pattern(texture: str, size: int, phase=(0.0, 0.0)) -> np.ndarray:
     """[size, size, 1]: 1 where the texture shows its bright tone, 0 dark, 0.5 for 'plain' (the mean).
-    Stripes are horizontal bands and the checkerboard has squares, both of period 1/`period` of the side."""
+    Stripes are horizontal bands and the checkerboard has squares, both of period 1/`period` of the side,
+    shifted by phase (x, y) periods (0: on the image grid)."""
     period = load_spec()["textured"]["period"]
-    c = np.floor((np.arange(size) + 0.5) / size * 2 * period).astype(int) % 2  # 0/1 half-periods
-    rows, cols = c[:, None], c[None, :]
+    half_periods = lambda shift: np.floor(((np.arange(size) + 0.5) / size * period + shift) * 2).astype(int) % 2
+    rows, cols = half_periods(phase[1])[:, None], half_periods(phase[0])[None, :]
     pattern = {"striped": 1 - rows + 0 * cols, "checked": (rows == cols).astype(int), "plain": np.full((size, size), 0.5)}
     if texture not in pattern:
         raise MinimagenError(f"Unknown texture {texture!r}; use one of {sorted(pattern)}.")
@@ -255,8 +263,9 @@ def object_paint(obj: dict, size: int) -> np.ndarray:
     """[size, size, 3] RGB 0..255 of an object's surface at every pixel centre: lit-solid shading for the
     shapes world, the caption's texture for a textured object."""
     if "texture" in obj:
-        bright, dark = texture_tones(obj["color"], obj.get("vivid", 0.0), obj.get("tone", 1.0))  # regime C: a shade
-        return dark + (bright - dark) * texture_pattern(obj["texture"], size)
+        bright, dark = texture_tones(obj["color"], obj.get("vivid", 0.0), obj.get("tone", 1.0),  # regime C: a shade
+                                     obj.get("dark"))
+        return dark + (bright - dark) * texture_pattern(obj["texture"], size, obj.get("phase", (0.0, 0.0)))
     k, t = shading(obj, size)
     return (1 - t) * k * np.array(load_spec()["colors"][obj["color"]], np.float32) + t * 255
 

@@ -1,0 +1,57 @@
+"""Textures at a random phase (data.make_scene(phased=True)) and benchmarks/exact_pull.py, the exact model's
+caption pull that tells which worlds keep the caption deciding detail late (issue 22)."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from minimagen.data import all_captions, from_uint8, load_spec, make_scene, render_scene, texture_pattern
+from minimagen.metrics import alignment_accuracy
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import exact_pull  # noqa: E402
+
+
+def test_phase_zero_is_the_grid_texture_and_the_phase_is_drawn_last():
+    period = load_spec()["textured"]["period"]
+    for size in (32, 128):
+        half = np.floor((np.arange(size) + 0.5) / size * 2 * period).astype(int) % 2  # the grid's half-periods
+        assert (texture_pattern("striped", size)[..., 0] == 1 - half[:, None]).all()
+        assert (texture_pattern("checked", size)[..., 0] == (half[:, None] == half[None, :])).all()
+        # half a period along y swaps the stripes' tones; along x it leaves them
+        assert (texture_pattern("striped", size, (0.0, 0.5)) == 1 - texture_pattern("striped", size)).all()
+        assert (texture_pattern("striped", size, (0.5, 0.0)) == texture_pattern("striped", size)).all()
+    for seed, caption in enumerate(["a huge striped red circle", "a huge checked teal square"]):
+        grid, phased = make_scene(caption, seed), make_scene(caption, seed, phased=True)
+        (og,), (op,) = grid["objects"], phased["objects"]
+        assert {k: v for k, v in op.items() if k != "phase"} == og and all(0 <= p < 1 for p in op["phase"])
+
+
+def test_phased_renders_are_one_picture_at_every_size_and_the_detector_reads_them():
+    captions = all_captions("all", world="textured")
+    scenes = [make_scene(c, (3, i), phased=True) for i, c in enumerate(captions)]
+    for scene in scenes[:6]:
+        big = Image.fromarray(render_scene(scene, 128))
+        for size in (32, 64):
+            down = np.asarray(big.resize((size, size), Image.BOX)).astype(int)
+            assert np.abs(down - render_scene(scene, size).astype(int)).max() <= 2
+    images = torch.stack([from_uint8(torch.from_numpy(render_scene(s, 32))) for s in scenes])
+    assert alignment_accuracy(images, captions) == 1.0  # texture too, wherever its stripes fall
+    assert alignment_accuracy(images, captions[1:] + captions[:1]) < 0.9  # a wrong caption is caught
+
+
+def test_exact_pull_tells_a_visible_texture_early_and_a_faint_one_late():
+    steps = 10
+    t = torch.linspace(1.0, 0.0, steps + 1)[:steps]
+    grid = exact_pull.exact_pull("a huge striped red circle", (7, 0), exact_pull.WORLDS["B"], 4, steps, noise_seed=0)
+    # at pure noise every texture is as likely; once x_t tells the texture the pull is exactly zero
+    assert grid["p_caption"][0] == pytest.approx(1 / 3, abs=0.05)
+    assert (grid["p_caption"][t < 0.6] > 0.999).all() and (grid["delta_high"][t < 0.6] < 1e-4).all()
+    faint = exact_pull.exact_pull("a huge striped red circle", (7, 0), exact_pull.WORLDS["D, dark 0.99"], 4, steps,
+                                  noise_seed=0)
+    assert faint["p_caption"][t >= 0.3].max() < 0.6 and faint["delta_high"][t < 0.4].max() > 1e-4
+    x0s, owner, real = exact_pull.hypotheses("a huge checked blue square", (7, 1), exact_pull.WORLDS["D"], 4)
+    assert x0s.shape[0] == 3 * 16 + 1 and owner[real] == load_spec()["textured"]["textures"].index("checked")
