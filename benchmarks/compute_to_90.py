@@ -2,16 +2,17 @@
 
 Wall-clock depends on the CPU (bf16 or not, AVX-512 or not, how busy it is); floating-point operations do
 not. So each lever is scored by the compute it needs: the base stage trains from scratch with the same
-`Trainer.train_step` as `python -m minimagen train --stage 0`, with one setting changed from the recipe
-(minimagen.train.STAGE_RECIPES[0]), and at fixed compute marks its EMA weights (and its raw weights:
+`Trainer.train_step` as `python -m minimagen train --stage 0`, with one setting changed from the base32 recipe
+(minimagen.train.STAGE_RECIPES[0] with the base32 U-Net: the stage-0 recipe until 2026-12-04, when the lever that
+needed the least compute, width 32 with one ResNet block per level, became its U-Net, quick32), and at fixed compute marks its EMA weights (and its raw weights:
 the "raw vs EMA" lever comes free) sample 48 training captions at the course's default settings (w = 3,
 dynamic thresholding, DDIM 50, seed 0), scored with the shapes detector. The FLOPs of one training step
 (forward and backward, counted by torch's FlopCounterMode) times the steps taken is the compute; evaluation
 is not counted. A run stops at the second mark at or above 90% or at --max-tflop.
 
-    python benchmarks/compute_to_90.py run --lever recipe --seed 0 --draw 1     # one lever, one seed
+    python benchmarks/compute_to_90.py run --lever "base32 recipe" --seed 0 --draw 1     # one lever, one seed
     python benchmarks/compute_to_90.py table                                    # every run so far -> csv + png
-    python benchmarks/compute_to_90.py speed --levers recipe "width 32, lr 2e-3"  # steps/s per precision, idle machine
+    python benchmarks/compute_to_90.py speed --levers "base32 recipe" "width 32, depth 1-1-1"  # steps/s, idle machine
 
 `speed` times training steps of each lever's setup in fp32 and, where the CPU has native bf16, in bf16
 (device.usable_precisions says why bf16 is skipped elsewhere), alternating the levers within each round, and
@@ -48,16 +49,15 @@ SHAPES = {
     "shallow": dataclasses.replace(BASE, num_resnet_blocks=(1, 1, 1)),
     "attn8": dataclasses.replace(BASE, cross_attn=(False, True, False)),     # attention only at 8 px
     "attn4": dataclasses.replace(BASE, cross_attn=(False, False, True)),     # only at the 4 px bottleneck
-    "small32-shallow": dataclasses.replace(U.PRESETS["small32"], num_resnet_blocks=(1, 1, 1)),
 }
-# one setting changed from the recipe (TrainConfig fields; "preset" may name a SHAPES entry)
+# one setting changed from the base32 recipe (TrainConfig fields; "preset" may name a SHAPES entry)
 LEVERS = {
-    "recipe": {},
+    "base32 recipe": {},
     "width 48": {"preset": "width48"},
     "width 32 (small32)": {"preset": "small32"},
     "width 32, lr 2e-3": {"preset": "small32", "lr": 2e-3},
     "depth 1-1-1": {"preset": "shallow"},
-    "width 32, depth 1-1-1": {"preset": "small32-shallow"},
+    "width 32, depth 1-1-1": {"preset": "quick32"},  # the stage-0 recipe's U-Net since 2026-12-04
     "depth 1-1-1, lr 2e-3": {"preset": "shallow", "lr": 2e-3},
     "attention only at 8 px": {"preset": "attn8"},
     "attention only at 4 px": {"preset": "attn4"},
@@ -68,6 +68,7 @@ LEVERS = {
     "cosine lr decay to 1000 steps": {"lr_schedule": "cosine", "steps": 1000},
     "EMA 0.95": {"ema_decay": 0.95},
 }
+LEVERS = {name: {"preset": "base32", **change} for name, change in LEVERS.items()}  # all relative to base32
 
 
 def step_flops(trainer) -> int:
@@ -167,14 +168,27 @@ def table():
         writer = csv.DictWriter(f, fieldnames=list(summary[0]))
         writer.writeheader()
         writer.writerows(summary)
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for i, ((lever, seed, draw, device), rows) in enumerate(runs.items()):
-        ax.plot([r["tflop"] for r in rows], [r["ema_alignment"] for r in rows], "o-" if draw == "1" else "s--",
-                color=plt.cm.tab20(i % 20), label=f"{lever} (seed {seed}, draw {draw}{', ' + device if device != 'cpu' else ''})", ms=3)
-    ax.axhline(0.9, color="grey", lw=0.8, ls=":")
-    ax.set(xlabel="training compute (TFLOP, forward + backward)", ylabel="alignment, 48 training captions (w = 3)",
-           ylim=(0, 1.02), title="compute to 90%: one setting changed from the recipe")
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    # one panel per device (finished CPU runs; GPU runs, some cut short), one colour per lever, the recipe's U-Net bold
+    devices = sorted({k[3] for k in runs}, key=lambda d: d != "cpu")
+    fig, axes = plt.subplots(1, len(devices), figsize=(7 * len(devices), 5.2), sharey=True, squeeze=False)
+    levers = list(dict.fromkeys(k[0] for k in runs))
+    colour = {lever: plt.cm.tab20(i % 20) for i, lever in enumerate(levers)}
+    for ax, device in zip(axes[0], devices):
+        for (lever, seed, draw, dev), rows in runs.items():
+            if dev != device:
+                continue
+            ours = LEVERS[lever].get("preset") == "quick32"
+            ax.plot([r["tflop"] for r in rows], [r["ema_alignment"] for r in rows], "o-" if draw == "1" else "s--",
+                    color="black" if ours else colour[lever], lw=2.2 if ours else 1, ms=3.5,
+                    label=f"{lever}, seed {seed}" + (", draw 0" if draw == "0" else ""))
+        ax.axhline(0.9, color="grey", lw=0.8, ls=":")
+        ax.set(xlabel="training compute (TFLOP, forward + backward)", ylim=(0, 1.02),
+               title="CPU runs (to 90%)" if device == "cpu" else f"{device} runs (bf16; some cut short by the lease)")
+        ax.legend(fontsize=7, loc="lower right", ncol=1)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("EMA alignment, 48 training captions (w = 3)")
+    fig.suptitle("compute to 90%: one setting changed from the base32 recipe (black: quick32, the recipe's U-Net now)",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(HERE / "compute_to_90.png", dpi=110)
     print(f"wrote {HERE / 'results' / 'compute_to_90.csv'} and {HERE / 'compute_to_90.png'}")
@@ -193,7 +207,8 @@ def speed(levers: list[str], steps: int, rounds: int, threads: int):
     summary = {}
     if (HERE / "results" / "compute_to_90.csv").exists():
         with open(HERE / "results" / "compute_to_90.csv") as f:
-            summary = {r["lever"]: r for r in csv.DictReader(f) if r["draw"] == "1" and r["seed"] == "0"}
+            summary = {r["lever"]: r for r in csv.DictReader(f)
+                       if r["draw"] == "1" and r["seed"] == "0" and r["steps_to_90"]}  # runs that got there
     trainers = {}
     for lever in levers:
         for precision in precisions:
@@ -239,7 +254,7 @@ if __name__ == "__main__":
     r.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     sub.add_parser("table")
     sp = sub.add_parser("speed")
-    sp.add_argument("--levers", nargs="+", default=["recipe"], choices=list(LEVERS))
+    sp.add_argument("--levers", nargs="+", default=["base32 recipe", "width 32, depth 1-1-1"], choices=list(LEVERS))
     sp.add_argument("--steps", type=int, default=10, help="steps per lever per round")
     sp.add_argument("--rounds", type=int, default=5)
     sp.add_argument("--threads", type=int, default=2)

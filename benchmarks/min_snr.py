@@ -31,7 +31,8 @@ from minimagen.device import cpu_name  # noqa: E402
 from minimagen.imagen import load_cascade  # noqa: E402
 from minimagen.metrics import caption_alignment  # noqa: E402
 
-WEIGHTINGS = {"uniform": [], "min_snr": ["--loss-weighting", "min_snr"]}
+# base32, the stage-0 recipe's U-Net when these were measured (before quick32, 2026-12-04)
+WEIGHTINGS = {"uniform": ["--preset", "base32"], "min_snr": ["--preset", "base32", "--loss-weighting", "min_snr"]}
 
 
 def main():

@@ -15,7 +15,7 @@ Encoders: tiny (random weights, offline), minilm (all-MiniLM-L6-v2, pretrained, 
 t5-small needs the Hugging Face hub: where it is reachable, add it with --encoders tiny minilm t5-small.
 
     MINIMAGEN_TEXT_ENCODER=tiny python benchmarks/text_encoders.py --checkpoint tiny=data/checkpoints/base32.pt
-    (trains minilm with `python -m minimagen train --stage 0 --steps 4000 --text-encoder minilm --out runs/base32_minilm`,
+    (trains minilm with `python -m minimagen train --stage 0 --preset base32 --steps 4000 --text-encoder minilm --out runs/base32_minilm`,
      the recipe of the shipped base32.pt, then scores both; --checkpoint ENC=PATH reuses a trained model)
 
 Writes benchmarks/results/text_encoders.csv and benchmarks/text_encoders.png.
@@ -40,7 +40,7 @@ sys.path.insert(0, str(HERE))
 from train_curve import fixed_captions  # noqa: E402
 
 
-BASE32_SETTINGS = ["--lr", "3e-4", "--warmup-steps", "200", "--ema-decay", "0.999", "--dataset-size", "10000"]
+BASE32_SETTINGS = ["--preset", "base32", "--lr", "3e-4", "--warmup-steps", "200", "--ema-decay", "0.999", "--dataset-size", "10000"]
 
 
 def caption_sets(n: int) -> dict[str, tuple[list[str], list[str]]]:

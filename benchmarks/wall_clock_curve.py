@@ -35,15 +35,16 @@ from train_curve import fixed_captions  # noqa: E402  (the evaluation captions e
 from minimagen.device import cpu_name  # noqa: E402
 
 # One lever changed at a time from the first recipe, which had EMA decay 0.995; the EMA lever then
-# changed the recipe (minimagen.train.STAGE_RECIPES[0]) to 0.98, and "recipe" is that one.
-FIRST = ["--ema-decay", "0.995"]
+# changed the recipe (minimagen.train.STAGE_RECIPES[0]) to 0.98, and "recipe" is that one. All with the base32
+# U-Net, the recipe's until 2026-12-04 (compute_to_90.py then chose quick32); a later --preset overrides it.
+FIRST = ["--preset", "base32", "--ema-decay", "0.995"]
 LEVERS = {
-    "recipe": [],
+    "recipe": ["--preset", "base32"],
     "first recipe (EMA 0.995)": FIRST,
     "lr 3e-4": FIRST + ["--lr", "3e-4"],
     "lr 2e-3": FIRST + ["--lr", "2e-3"],
     "cosine lr decay": FIRST + ["--lr-schedule", "cosine"],  # to 0 at the recipe's steps (about 5 minutes here)
-    "EMA 0.999": ["--ema-decay", "0.999"],
+    "EMA 0.999": ["--preset", "base32", "--ema-decay", "0.999"],
     "batch 16": FIRST + ["--batch-size", "16"],
     "batch 64": FIRST + ["--batch-size", "64"],
     "eps objective": FIRST + ["--objective", "eps"],
