@@ -9,14 +9,7 @@ from minimagen.metrics import (FeatureNet, alignment_accuracy, caption_alignment
                                off_palette_fraction)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Many small tensor ops: on a CPU shared with other jobs, torch's 2-thread barriers make them
-    3-10x slower than one thread (measured), so this module runs single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py says why
 
 
 def real(size, n, seed, split="all"):

@@ -14,12 +14,7 @@ from minimagen.errors import MinimagenError
 from minimagen.metrics import alignment_accuracy, caption_alignment, caption_attributes, detail_scores, detect
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py says why
 
 
 def real(size, n, seed, split="all"):

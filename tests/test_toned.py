@@ -12,12 +12,7 @@ from minimagen.metrics import alignment_accuracy, detail_scores, detect
 from minimagen.train import TrainConfig, Trainer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py says why
 
 
 def test_regime_c_is_regime_b_in_a_drawn_shade():

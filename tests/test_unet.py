@@ -11,14 +11,7 @@ from minimagen.unet import PRESETS, Unet, UnetConfig, count_parameters, unet_pre
 D = 32  # a small text embedding size keeps the tests fast; the real encoders are 128 / 512
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tests use tiny batches, where a second thread gains little; but when another process holds
-    one of the 2 shared cores, OpenMP threads waiting on each other made this file 10x slower (98 s vs 7 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py says why
 
 
 def small_config(**kw):
