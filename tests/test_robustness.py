@@ -200,6 +200,15 @@ def test_cli_errors_are_one_line_without_traceback(capsys):
 
 
 # ---------------------------------------------------------------- models and checkpoints
+@pytest.mark.skipif(not BASE32.is_file(), reason="needs the shipped checkpoints")
+def test_demo_fine_tunes_the_shipped_base_as_it_was_trained(tmp_path):
+    """The demo (CI's first command) fine-tunes base32.pt for a few steps: with the checkpoint's own U-Net preset,
+    whatever the stage-0 recipe's preset is today."""
+    assert load_checkpoint(BASE32)["train_config"]["preset"] != TrainConfig(stage=0).preset  # quick32 since 2026-12-04
+    rc = cli_main(["demo", "--finetune-steps", "2", "--steps", "2", "--out", str(tmp_path)])
+    assert rc in (0, None) and (tmp_path / "samples.png").is_file() and (tmp_path / "finetune" / "last.pt").is_file()
+
+
 def test_checkpoint_of_another_preset_names_the_fields(tmp_path):
     Trainer(config(tmp_path)).save()
     with pytest.raises(MinimagenError, match=r"dim: 16 -> 64.*--preset"):
