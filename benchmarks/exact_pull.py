@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from minimagen import diffusion as D
+from minimagen import metrics
 from minimagen.data import all_captions, from_uint8, load_spec, make_scene, parse_caption, render_scene
 from minimagen.evaluate import _low_pass, save_rows
 
@@ -94,6 +95,36 @@ def exact_pull(caption, seed, world, phases, steps, noise_seed) -> dict[str, tor
     return {k: torch.tensor(v) for k, v in out.items()}
 
 
+def exact_sample(caption, seed, world, phases, guidance_scale, method, steps, noise_seed, percentile=0.9, cap=1.5):
+    """The guided DDIM sampler (25 steps, as everywhere) with this exact denoiser: x0 = x0_u + w (x0_c - x0_u),
+    thresholded by `method`, from pure noise. -> (the sample [1, 3, 32, 32], the real image, the object mask)."""
+    x0s, owner, real = hypotheses(caption, seed, world, phases)
+    want = load_spec()["textured"]["textures"].index(parse_caption(caption)[0][0]["texture"])
+    mine, flat = owner == want, x0s.flatten(1)
+    log_snrs = D.sampling_log_snrs(steps).double()
+    x = torch.randn(x0s.shape[1:], generator=torch.Generator().manual_seed(noise_seed)).double()[None]
+    for i in range(steps):
+        alpha, sigma = (v.item() for v in D.alpha_sigma(log_snrs[i]))
+        w = torch.softmax(-((x.flatten() - alpha * flat) ** 2).sum(1) / (2 * sigma ** 2), 0)
+        uncond, cond = w @ flat, torch.softmax(torch.log(w[mine].clamp(min=1e-300)), 0) @ flat[mine]
+        raw = (uncond + guidance_scale * (cond - uncond)).view_as(x)
+        x0 = D.threshold(raw, method, percentile, cap)
+        if i == steps - 1:
+            break
+        x = D.ddim_step(x, x0, log_snrs[i:i + 1], log_snrs[i + 1:i + 2], 0.0)
+    mask = torch.zeros(32, 32, dtype=torch.bool)
+    for o in metrics.detect(x0s[real][None].float())[0]:
+        mask |= o["mask"]
+    return x0.float(), x0s[real].float(), mask
+
+
+def texture_kept(sample, real, mask) -> tuple[float, float]:
+    """(the sample's luminance spread inside the object over the real image's: 1 = as real, phase-free;
+    the share of the object's values pinned at +-1)."""
+    lum = lambda x: x.mean(-3)[..., mask]
+    return (lum(sample).std() / lum(real).std()).item(), (sample[..., mask[None].expand(3, -1, -1)].abs() > 0.999).float().mean().item()
+
+
 def trained_curves() -> dict[str, tuple[list[float], list[float]]]:
     """The trained v models' high-pass pull per step (thresholding_regimes.py diagnose, static, w = 15 / 10)."""
     out = {}
@@ -112,6 +143,8 @@ def main():
     ap.add_argument("--n", type=int, default=24, help="textured training captions, one scene each")
     ap.add_argument("--phases", type=int, default=16, help="phase grid per axis in a phased world")
     ap.add_argument("--steps", type=int, default=25, help="the sampler's levels (DDIM 25 in every other table)")
+    ap.add_argument("--guided", action="store_true", help="also sample with the exact denoiser under guidance and "
+                    "each thresholding method (dynamic: p 0.9, cap 1.5): results/exact_pull_guided.csv")
     args = ap.parse_args()
     start = time.time()
     captions = all_captions("train", world="textured")
@@ -132,6 +165,22 @@ def main():
               f"at t < 0.4 the pull is {mean['delta_high'][late].mean():.5f} finer than the texture, "
               f"{mean['delta_low'][late].mean():.5f} coarser ({time.time() - start:.0f} s)", flush=True)
     save_rows(rows, HERE / "results" / "exact_pull.csv", list(rows[0]))
+    if args.guided:  # what a perfect model's guided samples keep, per thresholding method
+        guided_rows = []
+        for name, world in WORLDS.items():
+            for w in (1.0, 3.0, 10.0):
+                for method in ("none", "static", "dynamic"):
+                    kept = [texture_kept(*exact_sample(c, (7, i), world, args.phases, w, method, args.steps, 100 + i))
+                            for i, c in enumerate(probe)]
+                    spread, pinned = torch.tensor(kept).T
+                    guided_rows.append(dict(world=name, guidance_scale=w, method=method, n_scenes=len(probe),
+                                            texture_spread=round(spread.mean().item(), 4),
+                                            texture_spread_se=round((spread.std() / len(probe) ** 0.5).item(), 4),
+                                            pinned=round(pinned.mean().item(), 4)))
+                    print(f"{name:14s} w {w:4g} {method:8s}: texture spread {spread.mean():.3f} ± "
+                          f"{spread.std() / len(probe) ** 0.5:.3f} (1 = as real), pinned at ±1 {pinned.mean():.3f} "
+                          f"({time.time() - start:.0f} s)", flush=True)
+        save_rows(guided_rows, HERE / "results" / "exact_pull_guided.csv", list(guided_rows[0]))
     fig, (ax_p, ax_d) = plt.subplots(1, 2, figsize=(11, 3.8), dpi=110)
     for i, (name, m) in enumerate(curves.items()):
         ax_p.plot(t, m["p_caption"], "o-", ms=3, color=plt.cm.viridis(i / len(curves)), label=name)

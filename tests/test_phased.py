@@ -55,3 +55,22 @@ def test_exact_pull_tells_a_visible_texture_early_and_a_faint_one_late():
     assert faint["p_caption"][t >= 0.3].max() < 0.6 and faint["delta_high"][t < 0.4].max() > 1e-4
     x0s, owner, real = exact_pull.hypotheses("a huge checked blue square", (7, 1), exact_pull.WORLDS["D"], 4)
     assert x0s.shape[0] == 3 * 16 + 1 and owner[real] == load_spec()["textured"]["textures"].index("checked")
+
+
+def test_a_perfect_model_lands_on_a_real_render_of_the_caption_whatever_the_thresholding():
+    """Guided sampling with the exact denoiser ends on one of the scene's renders, with the caption's texture, under
+    every thresholding method: the last steps' posterior mean is a real image, where no threshold acts."""
+    caption = "a huge checked green square"
+    x0s, owner, _ = exact_pull.hypotheses(caption, (7, 2), exact_pull.WORLDS["D, dark 0.8"], 4)
+    want = load_spec()["textured"]["textures"].index("checked")
+    finals = []
+    for method in ("none", "static", "dynamic"):
+        sample, real, mask = exact_pull.exact_sample(caption, (7, 2), exact_pull.WORLDS["D, dark 0.8"], 4, 10.0,
+                                                     method, 10, noise_seed=3)
+        gap = (x0s.float() - sample).flatten(1).abs().amax(1)
+        assert gap.min() < 1e-3 and owner[gap.argmin()] == want
+        finals.append(sample)
+        assert mask.float().mean() > 0.3  # the huge object
+    assert torch.allclose(finals[0], finals[1], atol=1e-5) and torch.allclose(finals[0], finals[2], atol=1e-5)
+    spread, pinned = exact_pull.texture_kept(x0s[owner == want][0].float(), x0s[owner == want][0].float(), mask)
+    assert spread == pytest.approx(1.0) and 0 <= pinned <= 1
