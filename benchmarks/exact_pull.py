@@ -71,6 +71,13 @@ def hypotheses(caption: str, seed, world: dict, phases: int) -> tuple[torch.Tens
     return torch.stack(renders).double(), torch.tensor(owner), real
 
 
+def posterior(xt, alpha, sigma, flat, mine):
+    """(x0_uncond, x0_cond, p(caption's texture | x_t)): the exact posterior means over the renders `flat` [H, D],
+    all of them and the caption's (`mine`), for x_t [D] at (alpha, sigma)."""
+    w = torch.softmax(-((xt - alpha * flat) ** 2).sum(1) / (2 * sigma ** 2), 0)
+    return w @ flat, (w[mine, None] * flat[mine]).sum(0) / w[mine].sum(), w[mine].sum().item()
+
+
 def exact_pull(caption, seed, world, phases, steps, noise_seed) -> dict[str, torch.Tensor]:
     """Per sampling level t (the sampler's own grid): the exact pull's parts and p(caption's texture | x_t),
     on x_t = alpha x0 + sigma eps from the real image (one fixed eps)."""
@@ -82,16 +89,12 @@ def exact_pull(caption, seed, world, phases, steps, noise_seed) -> dict[str, tor
     out = {"delta_low": [], "delta_high": [], "p_caption": []}
     for log_snr in D.sampling_log_snrs(steps)[:steps]:
         alpha, sigma = (v.item() for v in D.alpha_sigma(log_snr.double()))
-        xt = alpha * x0s[real] + sigma * eps
-        logw = -((xt.flatten() - alpha * flat) ** 2).sum(1) / (2 * sigma ** 2)
-        w = torch.softmax(logw, 0)
-        mine = owner == want
-        cond = (w[mine, None] * flat[mine]).sum(0) / w[mine].sum()
-        delta = (cond - w @ flat).view(1, *x0s.shape[1:]).float()
+        uncond, cond, p = posterior((alpha * x0s[real] + sigma * eps).flatten(), alpha, sigma, flat, owner == want)
+        delta = (cond - uncond).view(1, *x0s.shape[1:]).float()
         low = _low_pass(delta, period)
         out["delta_low"].append(low.abs().mean().item())
         out["delta_high"].append((delta - low).abs().mean().item())
-        out["p_caption"].append(w[mine].sum().item())
+        out["p_caption"].append(p)
     return {k: torch.tensor(v) for k, v in out.items()}
 
 
@@ -105,8 +108,7 @@ def exact_sample(caption, seed, world, phases, guidance_scale, method, steps, no
     x = torch.randn(x0s.shape[1:], generator=torch.Generator().manual_seed(noise_seed)).double()[None]
     for i in range(steps):
         alpha, sigma = (v.item() for v in D.alpha_sigma(log_snrs[i]))
-        w = torch.softmax(-((x.flatten() - alpha * flat) ** 2).sum(1) / (2 * sigma ** 2), 0)
-        uncond, cond = w @ flat, torch.softmax(torch.log(w[mine].clamp(min=1e-300)), 0) @ flat[mine]
+        uncond, cond, _ = posterior(x.flatten(), alpha, sigma, flat, mine)
         raw = (uncond + guidance_scale * (cond - uncond)).view_as(x)
         x0 = D.threshold(raw, method, percentile, cap)
         if i == steps - 1:

@@ -81,8 +81,8 @@ def cmd_demo(args):
         from .checkpoint import load_checkpoint
         state = load_checkpoint(base)  # fine-tune it as it was trained: its U-Net preset and text encoder
         config = TrainConfig(stage=0, steps=args.finetune_steps, out_dir=str(out / "finetune"), init_from=str(base),
-                             preset=state["train_config"]["preset"], text_encoder=state["text_encoder"], warmup_steps=1, lr=5e-5, sample_every=0, log_every=5,
-                             checkpoint_every=args.finetune_steps, dataset_size=512)
+                             preset=state["train_config"]["preset"], text_encoder=state["text_encoder"],
+                             warmup_steps=1, lr=5e-5, sample_every=0, log_every=5, checkpoint_every=args.finetune_steps, dataset_size=512)
         losses = Trainer(config).train()
         print(f"fine-tuned the shipped base for {len(losses)} steps on this machine (mean loss {sum(losses) / len(losses):.4f})")
         base = out / "finetune" / "last.pt"

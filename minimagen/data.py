@@ -170,7 +170,6 @@ def make_scene(caption: str, seed=0, toned: bool = False, phased: bool = False) 
         if toned and "texture" in obj:
             obj["tone"] = float(rng.uniform(*spec["textured"]["tone_range"]))
             obj["vivid"] = float(rng.uniform(*spec["textured"]["vivid_range"]))
-    for obj in out:
         if phased and "texture" in obj:
             obj["phase"] = [float(v) for v in rng.uniform(0, 1, 2)]
     return scene
