@@ -89,7 +89,7 @@ def step_flops(trainer) -> int:
 
 def run(lever: str, seed: int, draw: int, max_tflop: float, every: float, threads: int, n: int, bf16: bool | None,
         device: str | None = None):
-    from minimagen.metrics import alignment_accuracy
+    from minimagen.metrics import caption_alignment
     from minimagen.imagen import Imagen
     from minimagen.train import Trainer, TrainConfig
 
@@ -118,8 +118,9 @@ def run(lever: str, seed: int, draw: int, max_tflop: float, every: float, thread
                    gflop_per_step=round(flops / 1e9, 2), params_m=round(U.count_parameters(trainer.unet) / 1e6, 3))
         for name, net in (("ema", trainer.ema.module), ("raw", trainer.unet)):
             model = Imagen([net], trainer.text_encoder, config.objective, config.schedule)
-            row[f"{name}_alignment"] = round(alignment_accuracy(model.sample(captions, guidance_scale=3.0, seed=0),
-                                                                captions), 4)
+            per_image = caption_alignment(model.sample(captions, guidance_scale=3.0, seed=0), captions)
+            row[f"{name}_alignment"] = round(per_image.mean().item(), 4)
+            row[f"{name}_alignment_se"] = round((per_image.std() / len(per_image) ** 0.5).item(), 4)
         row.update(train_s=round(clock, 1), steps_per_s=round(trainer.step / clock, 2), threads=threads,
                    load_avg=round(os.getloadavg()[0], 2), cpu=cpu_name(), bf16=trainer.bf16, device=where)
         rows.append(row)
@@ -133,6 +134,15 @@ def run(lever: str, seed: int, draw: int, max_tflop: float, every: float, thread
         if above == 2:
             break
     return rows
+
+
+def alignment_se(row: dict, n: int = 48) -> tuple[float, bool]:
+    """(s.e. of the EMA alignment, exact?): the run's own per-image s.e. where it stored one; for runs made before
+    it did, the bound sqrt(a (1 - a) / n), the largest s.e. a mean a of n per-image scores in [0, 1] can have."""
+    if row.get("ema_alignment_se") not in (None, ""):
+        return float(row["ema_alignment_se"]), True
+    a = row["ema_alignment"]
+    return (a * (1 - a) / n) ** 0.5, False
 
 
 def to_90(rows: list[dict], key: str = "ema_alignment"):
@@ -158,11 +168,14 @@ def table():
                             params_m=last["params_m"], steps_to_90=ema[0] if ema else "",
                             tflop_to_90=ema[1] if ema else "", raw_tflop_to_90=raw[1] if raw else "",
                             last_step=last["step"], last_tflop=last["tflop"], last_alignment=last["ema_alignment"],
+                            last_alignment_se=round(alignment_se(last)[0], 4),
+                            se_is_bound=not alignment_se(last)[1],
                             bf16=last["bf16"], device=last.get("device", "cpu"), cpu=last["cpu"],
                             threads=last["threads"]))  # speed: `speed`, idle
         print(f"{lever:32s} seed {seed} draw {draw} ({device}): {last['gflop_per_step']:5.1f} GFLOP/step, 90% at "
               f"{ema[1] if ema else '>' + str(last['tflop'])} TFLOP (step {ema[0] if ema else '-'}), raw weights "
-              f"{raw[1] if raw else '-'}; last {last['ema_alignment']:.3f} at {last['tflop']} TFLOP")
+              f"{raw[1] if raw else '-'}; last {last['ema_alignment']:.3f} ± {'' if alignment_se(last)[1] else '<= '}"
+              f"{alignment_se(last)[0]:.3f} at {last['tflop']} TFLOP")
     (HERE / "results").mkdir(exist_ok=True)
     with open(HERE / "results" / "compute_to_90.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(summary[0]))

@@ -17,6 +17,7 @@ from torch import nn
 from . import diffusion as D
 from .checks import check_choice
 from .device import autocast, resolve_bf16
+from .data import shown_path
 from .errors import MinimagenError
 
 
@@ -244,7 +245,7 @@ def load_cascade(paths, device=None, use_ema=True, text_encoder=None) -> Imagen:
                              "a cascade shares one encoder, so retrain a stage with the other's.")
     for prev, (path, s) in zip(states, list(zip(paths, states))[1:]):
         if s["lowres_size"] != prev["image_size"]:
-            raise MinimagenError(f"{path} upsamples from {s['lowres_size']} px but the stage before it makes "
+            raise MinimagenError(f"{shown_path(path)} upsamples from {s['lowres_size']} px but the stage before it makes "
                                  f"{prev['image_size']} px: pass the stages in cascade order (base, 32->64, 64->128).")
     if text_encoder is None:
         text_encoder = TextEncoder(states[0]["text_encoder"], device=device)

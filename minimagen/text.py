@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from minimagen.data import DATA_DIR, all_captions
+from minimagen.data import DATA_DIR, all_captions, shown_path
 from minimagen.errors import MinimagenError
 
 TINY_ALIASES = ("tiny", "tiny-t5")
@@ -191,10 +191,8 @@ class TextEncoder:
         # The cache: (name, max_length, caption) -> unpadded [len_i, D] embedding on the CPU. A training
         # loop over a few hundred captions then runs T5 once per caption (~64 KB each for t5-small).
         self.cache: dict[tuple[str, int, str], torch.Tensor] = {}
-        where = Path(str(source))  # the repository's own copy prints as data/tiny-t5, not as this machine's path
-        where = where.relative_to(DATA_DIR.parent) if where.is_absolute() and where.is_relative_to(DATA_DIR.parent) else where
         kind = "pretrained" if self.pretrained else \
-            f"{where}, random weights — carries token identity and word order, no language knowledge"
+            f"{shown_path(source)}, random weights — carries token identity and word order, no language knowledge"
         print(f"text encoder: {self.name} ({kind}), d_model={self.dim}, max_length={max_length}")
 
     @functools.cached_property

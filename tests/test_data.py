@@ -1,13 +1,14 @@
 """The shapes dataset (determinism, sizes, splits, ranges) and the user-folder loader (formats, errors)."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from minimagen.data import (ImageCaptionFolder, ShapesDataset, all_captions, from_uint8, is_held_out,
-                            make_scene, parse_caption, render, render_scene, to_uint8)
+from minimagen.data import (DATA_DIR, ImageCaptionFolder, ShapesDataset, all_captions, from_uint8, is_held_out,
+                            make_scene, parse_caption, render, render_scene, shown_path, to_uint8)
 from minimagen.errors import MinimagenError
 
 ONE, TWO = "a small teal triangle", "a red square above a pink circle"
@@ -159,3 +160,11 @@ def test_objects_are_shaded_with_a_wide_range_inside_and_never_hit_the_limits():
         assert len(q) > 20 and cos.min() > 0.99, "shading keeps the hue (up to uint8 rounding)"
     images = ShapesDataset(32, n=300, seed=11).images
     assert images.min() > 0 and images.max() < 255
+
+
+def test_messages_show_the_repositorys_files_relative_to_it_and_other_paths_as_given(tmp_path):
+    """Stored notebook outputs print data/tiny-t5, the same on every checkout, not this machine's folders."""
+    assert shown_path(DATA_DIR / "tiny-t5") == Path("data/tiny-t5")
+    assert shown_path(str(DATA_DIR / "checkpoints" / "sr128.pt")) == Path("data/checkpoints/sr128.pt")
+    assert shown_path(tmp_path / "x.pt") == tmp_path / "x.pt"
+    assert shown_path("runs/base/ema.pt") == Path("runs/base/ema.pt")
