@@ -5,6 +5,7 @@ cascade, and widgets that degrade gracefully when nobody is watching (CI, nbval)
     run = setup()                    # prints device, mode and text encoder
     steps = pick(quick=200, full=5000)
 """
+import io
 import os
 
 import torch
@@ -43,12 +44,40 @@ def setup(seed: int = 0) -> torch.device:
     """Seed everything, choose the device, and say in one line what this notebook runs with."""
     import matplotlib
     matplotlib.rcParams["figure.dpi"] = 100  # legible labels in the stored outputs
+    store_figures_compactly()
     torch.manual_seed(seed)
     device = pick_device()
     encoder = os.environ.get("MINIMAGEN_TEXT_ENCODER", "t5-small")
     mode = "quick (MINIMAGEN_QUICK=1: small steps, CPU-sized)" if quick_mode() else "full (MINIMAGEN_QUICK=0)"
     print(f"device: {device.type} | mode: {mode} | text encoder for new models: {encoder} (MINIMAGEN_TEXT_ENCODER)")
     return device
+
+
+def compact_png(fig) -> bytes | None:
+    """A figure as a 256-colour PNG: a third of the bytes of matplotlib's own for plots and toy-sized images, which
+    use far fewer colours, so notebooks stored with their outputs stay small. None for an empty figure."""
+    from PIL import Image
+    if not fig.axes and not fig.lines:  # as matplotlib's inline backend: an empty figure shows nothing
+        return None
+    raw, out = io.BytesIO(), io.BytesIO()
+    fig.canvas.print_figure(raw, format="png", bbox_inches="tight", facecolor="white", dpi=fig.dpi)
+    Image.open(raw).convert("RGB").quantize(256).save(out, "PNG", optimize=True)
+    return out.getvalue()
+
+
+def store_figures_compactly():
+    """In Jupyter, show (and so store) every matplotlib figure through compact_png; elsewhere nothing changes."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None or not hasattr(shell, "display_formatter"):
+        return
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+    plt.close(plt.figure())  # the inline backend loads with the first figure and registers its own PNG formatter; ours replaces it
+    shell.display_formatter.formatters["image/png"].for_type(Figure, compact_png)
 
 
 def load_toy_cascade(stages=("base32", "sr64"), device=None):

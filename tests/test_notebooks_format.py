@@ -49,3 +49,33 @@ def test_run_all_keeps_the_learners_code(path):
         for name in re.findall(r"^def (\w+)\(", src, flags=re.M):
             later = [j for j, other in enumerate(code) if j != i and re.search(rf"^(def {name}\(|{name}\s*=[^=])", other, re.M)]
             assert not later, f"{name}, the learner's function, is redefined in code cell(s) {later}: put the solution in <details>"
+
+
+def test_figures_are_stored_as_small_palette_pngs_that_look_the_same():
+    """notebook.compact_png (what setup() makes Jupyter store): a 256-colour PNG, much smaller than matplotlib's own
+    for a plot, whose pixels match the full-colour render to within a few levels; nothing for an empty figure."""
+    import io
+
+    import matplotlib
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image
+
+    from minimagen.data import render
+    from minimagen.notebook import compact_png
+    fig, (a, b) = plt.subplots(1, 2, figsize=(6, 2.5), dpi=100)
+    a.plot(np.sin(np.linspace(0, 6, 200)), label="sin")
+    a.legend()
+    b.imshow(render("a huge striped red circle", 32, 0), interpolation="nearest")  # a toy image, as the notebooks show
+    full = io.BytesIO()
+    fig.canvas.print_figure(full, format="png", bbox_inches="tight", facecolor="white", dpi=fig.dpi)
+    small = compact_png(fig)
+    assert Image.open(io.BytesIO(small)).mode == "P" and len(small) < 0.6 * len(full.getvalue())
+    x = np.asarray(Image.open(io.BytesIO(small)).convert("RGB"), dtype=float)
+    y = np.asarray(Image.open(full).convert("RGB"), dtype=float)
+    assert x.shape == y.shape and np.abs(x - y).mean() < 1 and np.abs(x - y).max() < 32
+    plt.close(fig)
+    empty = plt.figure()
+    assert compact_png(empty) is None
+    plt.close(empty)
