@@ -32,8 +32,9 @@ def test_notebook_format(path):
     for c in code:
         src = "".join(c["source"])
         assert not re.search(r"^\s*class \w+", src, flags=re.M), f"a class is defined in a cell: put it in the package\n{src}"
-    assert path.stat().st_size < 1_500_000, ("keep figures at modest DPI; the explorers' saved widget state repeats "
-                                             "the figure above each one: execute with --ExecutePreprocessor.store_widget_state=False")
+    assert path.stat().st_size < 1_500_000, ("keep figures at modest DPI and call minimagen.notebook.setup() first (it "
+                                             "stores them as palette PNGs); the explorers' saved widget state repeats the "
+                                             "figure above each one: if still too big, empty metadata['widgets']")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
