@@ -164,18 +164,18 @@ def table():
     for (lever, seed, draw, device), rows in runs.items():
         ema, raw = to_90(rows), to_90(rows, "raw_alignment")
         last = rows[-1]
+        se, exact = alignment_se(last)
         summary.append(dict(lever=lever, seed=seed, draw=draw, gflop_per_step=last["gflop_per_step"],
                             params_m=last["params_m"], steps_to_90=ema[0] if ema else "",
                             tflop_to_90=ema[1] if ema else "", raw_tflop_to_90=raw[1] if raw else "",
                             last_step=last["step"], last_tflop=last["tflop"], last_alignment=last["ema_alignment"],
-                            last_alignment_se=round(alignment_se(last)[0], 4),
-                            se_is_bound=not alignment_se(last)[1],
+                            last_alignment_se=round(se, 4), se_is_bound=not exact,
                             bf16=last["bf16"], device=last.get("device", "cpu"), cpu=last["cpu"],
                             threads=last["threads"]))  # speed: `speed`, idle
         print(f"{lever:32s} seed {seed} draw {draw} ({device}): {last['gflop_per_step']:5.1f} GFLOP/step, 90% at "
               f"{ema[1] if ema else '>' + str(last['tflop'])} TFLOP (step {ema[0] if ema else '-'}), raw weights "
-              f"{raw[1] if raw else '-'}; last {last['ema_alignment']:.3f} ± {'' if alignment_se(last)[1] else '<= '}"
-              f"{alignment_se(last)[0]:.3f} at {last['tflop']} TFLOP")
+              f"{raw[1] if raw else '-'}; last {last['ema_alignment']:.3f} ± {'' if exact else '<= '}{se:.3f} "
+              f"at {last['tflop']} TFLOP")
     (HERE / "results").mkdir(exist_ok=True)
     with open(HERE / "results" / "compute_to_90.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(summary[0]))

@@ -9,7 +9,7 @@ warm-up, so a short budget is exactly the start of the long run), and every snap
 
   train     the stage-0 recipe's U-Net (quick32) on regime B (textured) and regime C (toned), each objective
             named, saving runs/model_error/<model>_<step>.pt at MILESTONES.
-  evaluate  for every snapshot: the model's error signal (the caption's fine pull at t < 0.4, static, w = 15,
+  evaluate  for every snapshot: the caption's late pull (its fine part at t < 0.4, static, w = 15,
             16 captions; a perfect model's is 0, exact_pull.py) and thresholding_regimes.py's evaluation sweep
             (41 evaluation captions, seed 0, DDIM 25) at w in {1, 3, 10, 15} under none, static and the chosen
             dynamic rule (p = 0.9, cap 1.5: chosen on selection captions in thresholding_regimes.py select).
@@ -93,20 +93,20 @@ def evaluate(args, start):
                         mean, se = paired_difference(other, st, key)
                         diffs.append(dict(model=name, train_steps=step, late_fine_pull=pull, method=other["method"],
                                           guidance_scale=w, score=key, static=st[key], minus_static=mean, se=se))
-            print(f"{name} step {step}: late fine pull {pull:.4f}; at w = 10 and 15, {CHOSEN} minus static, detail "
-                  + ", ".join(fmt(paired_difference(next(r for r in sub if r['thresholding'] == 'dynamic' and r['guidance_scale'] == w),
-                                                    next(r for r in sub if r['method'] == 'static' and r['guidance_scale'] == w), 'shading'))
-                              for w in (10.0, 15.0)) + f" ({time.time() - start:.0f} s)", flush=True)
+            at = {d["guidance_scale"]: fmt((d["minus_static"], d["se"])) for d in diffs if d["model"] == name
+                  and d["train_steps"] == step and d["method"] != "none" and d["score"] == "shading"}
+            print(f"{name} step {step}: late fine pull {pull:.4f}; {CHOSEN} minus static, detail at w = 10: {at[10.0]}, "
+                  f"w = 15: {at[15.0]} ({time.time() - start:.0f} s)", flush=True)
             save_rows(diffs, Path(args.results) / "thresholding_vs_model_error_diff.csv", list(diffs[0]))
     figure(diffs, rows)
 
 
 def figure(diffs, rows):
-    """Four panels against training steps: the model's quality (alignment, static, w = 1 and 3), its late error
-    (the fine pull at t < 0.4), and the chosen dynamic rule minus static clipping on detail at w = 10 and 15."""
+    """Four panels against training steps: the model's quality (alignment, static, w = 1 and 3), the caption's late
+    pull (its fine part at t < 0.4), and the chosen dynamic rule minus static clipping on detail at w = 10 and 15."""
     models = list(dict.fromkeys(d["model"] for d in diffs))
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.4), dpi=100)
-    (quality, error), panels = axes[0], axes[1]
+    (quality, pull_ax), panels = axes[0], axes[1]
     for k, name in enumerate(models):
         colour = plt.cm.tab10(k)
         for w, style in ((1.0, "s:"), (3.0, "o-")):
@@ -115,14 +115,14 @@ def figure(diffs, rows):
             quality.plot([r["train_steps"] for r in pts], [r["alignment"] for r in pts], style, color=colour,
                          label=f"{name}, w = {w:g}")
         pts = sorted({r["train_steps"]: r["late_fine_pull"] for r in rows if r["model"] == name}.items())
-        error.plot(*zip(*pts), "o-", color=colour, label=name)
+        pull_ax.plot(*zip(*pts), "o-", color=colour, label=name)
         for ax, w in zip(panels, (10.0, 15.0)):
             pts = sorted((d for d in diffs if d["model"] == name and d["guidance_scale"] == w and d["score"] == "shading"
                           and d["method"] != "none"), key=lambda d: d["train_steps"])
             ax.errorbar([d["train_steps"] * (1.04 if k else 1) for d in pts], [d["minus_static"] for d in pts],
                         yerr=[1.96 * d["se"] for d in pts], fmt="o-", color=colour, capsize=3, label=name)
     quality.set(ylabel="caption alignment (static clipping)", ylim=(0, 1.02), title="how good the model is")
-    error.set(ylim=(0, None), ylabel="mean |x0_cond - x0_uncond|, fine part, t < 0.4",
+    pull_ax.set(ylim=(0, None), ylabel="mean |x0_cond - x0_uncond|, fine part, t < 0.4",
               title="the caption's fine pull when detail is drawn\n(static, w = 15; a perfect model's: 0)")
     for ax, w in zip(panels, (10.0, 15.0)):
         ax.axhline(0, color="grey", lw=0.8)

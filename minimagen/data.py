@@ -34,17 +34,18 @@ RENDER_SIZE = 256  # draw here, then box-filter down: antialiased edges, identic
 SHADE_SIZE = 128   # objects are shaded at 128 px (or the image size if larger) and box-filtered down too
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
+# Half-width of an object as a fraction of the image side. "small" stays >= 9 px wide at 32 px, so a
+# circle, a square and a triangle are still tellable; "large" is about twice that, so size is obvious.
+# Two-object captions name no size: both objects get a medium-small size so they fit side by side.
+HALF_SIZE = {"small": (0.14, 0.17), "large": (0.27, 0.31), None: (0.13, 0.16)}  # "huge": data/shapes.json "textured"
+MAX_ROTATION = 10.0  # degrees, squares and triangles only: a little variety the detector can undo
+
 
 def shown_path(path) -> Path:
     """A path as messages print it: the repository's own files as data/..., not as this machine's folders
     (stored notebook outputs then read the same on every checkout); any other path as given."""
     path = Path(str(path))
     return path.relative_to(DATA_DIR.parent) if path.is_absolute() and path.is_relative_to(DATA_DIR.parent) else path
-# Half-width of an object as a fraction of the image side. "small" stays >= 9 px wide at 32 px, so a
-# circle, a square and a triangle are still tellable; "large" is about twice that, so size is obvious.
-# Two-object captions name no size: both objects get a medium-small size so they fit side by side.
-HALF_SIZE = {"small": (0.14, 0.17), "large": (0.27, 0.31), None: (0.13, 0.16)}  # "huge": data/shapes.json "textured"
-MAX_ROTATION = 10.0  # degrees, squares and triangles only: a little variety the detector can undo
 
 
 @lru_cache(maxsize=None)

@@ -16,8 +16,8 @@ from torch import nn
 
 from . import diffusion as D
 from .checks import check_choice
-from .device import autocast, resolve_bf16
 from .data import shown_path
+from .device import autocast, resolve_bf16
 from .errors import MinimagenError
 
 
