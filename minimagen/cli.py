@@ -6,6 +6,7 @@
 """
 import argparse
 import dataclasses
+import shutil
 import sys
 import time
 import typing
@@ -79,8 +80,12 @@ def cmd_demo(args):
     base = ckpts / "base32.pt"
     if args.finetune_steps > 0:
         from .checkpoint import load_checkpoint
+        finetune = out / "finetune"
+        if finetune.exists():  # a re-run (a second look, a re-run Colab cell) repeats the demo, not resumes it
+            shutil.rmtree(finetune)
+            print(f"re-run: the fine-tune starts afresh from the shipped base (replacing {finetune} from the last run)")
         state = load_checkpoint(base)  # fine-tune it as it was trained: its U-Net preset and text encoder
-        config = TrainConfig(stage=0, steps=args.finetune_steps, out_dir=str(out / "finetune"), init_from=str(base),
+        config = TrainConfig(stage=0, steps=args.finetune_steps, out_dir=str(finetune), init_from=str(base),
                              preset=state["train_config"]["preset"], text_encoder=state["text_encoder"],
                              warmup_steps=1, lr=5e-5, sample_every=0, log_every=5, checkpoint_every=args.finetune_steps, dataset_size=512)
         losses = Trainer(config).train()

@@ -8,6 +8,8 @@ Captions follow a small compositional grammar, in three worlds (WORLDS):
     "a huge {texture} {color} {shape}"                             e.g. "a huge striped red circle"
   "toned" (regime C), regime B's captions and scenes, each image in a shade of its colour that the caption
     does not name (a tone drawn from a continuum, data/shapes.json "textured" tone_range)
+  "contrast", the shapes world's captions and scenes, each image's objects at a contrast the caption does not
+    name, from flat to harsh (data/shapes.json "contrast"): the world where dynamic thresholding wins
 Captions that contain a held-out (color, shape) or (texture, color) pair are never used for training:
 they test compositional generalisation (the model has seen "blue" and "triangle", never "blue triangle").
 
@@ -83,17 +85,18 @@ def is_held_out(caption: str, spec: dict | None = None) -> bool:
     return any(f"{a} {b}" in caption for a, b in pairs)
 
 
-WORLDS = ("shapes", "textured", "toned")  # regimes A, B and C (data/shapes.json); "toned" shares B's captions
+WORLDS = ("shapes", "textured", "toned", "contrast")  # regimes A, B, C and the contrast world (data/shapes.json);
+# "toned" shares B's captions, "contrast" the shapes world's
 
 
 def all_captions(split: str = "all", spec: dict | None = None, world: str = "shapes") -> list[str]:
-    """Every caption the grammar makes in one world ('shapes', 'textured' or 'toned', or 'both' = shapes
-    and textured); split is 'train', 'held_out' or 'all'."""
+    """Every caption the grammar makes in one world (one of WORLDS, or 'both' = shapes and textured); split is
+    'train', 'held_out' or 'all'."""
     spec = spec or load_spec()
     if world not in WORLDS + ("both",):
         raise MinimagenError(f"Unknown world {world!r}; use one of {', '.join(WORLDS)} or 'both'.")
-    captions = (one_object_captions(spec) + two_object_captions(spec) if world in ("shapes", "both") else []) + \
-        (textured_captions(spec) if world != "shapes" else [])
+    captions = (one_object_captions(spec) + two_object_captions(spec) if world in ("shapes", "contrast", "both") else []) + \
+        (textured_captions(spec) if world in ("textured", "toned", "both") else [])
     if split == "all":
         return captions
     if split not in ("train", "held_out"):
@@ -147,14 +150,15 @@ def parse_caption(caption: str, spec: dict | None = None) -> tuple[list[dict], s
             dict(size=None, color=words[-2], shape=words[-1])], " ".join(words[3:-3])
 
 
-def make_scene(caption: str, seed=0, toned: bool = False, phased: bool = False) -> dict:
+def make_scene(caption: str, seed=0, toned: bool = False, phased: bool = False, contrast: bool = False) -> dict:
     """A caption and a seed (int or tuple of ints) -> background tones + objects with exact geometry.
 
     Positions/sizes are fractions of the image side; centre is (x, y) with y pointing down. toned=True
     (regime C) also gives a textured object a tone from tone_range, drawn last: the same seed gives the
     same geometry as in regime B. phased=True also shifts a textured object's pattern by its own phase, a
     fraction of a period along x and y drawn after everything else: the caption names the texture, not
-    where its stripes fall.
+    where its stripes fall. contrast=True (the contrast world) gives the image one contrast from
+    data/shapes.json "contrast" range, drawn last too: the same seed gives the shapes world's geometry.
     """
     spec, rng = load_spec(), np.random.default_rng(seed)
     objects, relation = parse_caption(caption)  # the cached grammar: no spec argument
@@ -180,6 +184,8 @@ def make_scene(caption: str, seed=0, toned: bool = False, phased: bool = False) 
             obj["vivid"] = float(rng.uniform(*spec["textured"]["vivid_range"]))
         if phased and "texture" in obj:
             obj["phase"] = [float(v) for v in rng.uniform(0, 1, 2)]
+    if contrast:
+        scene["contrast"] = float(rng.uniform(*spec["contrast"]["range"]))
     return scene
 
 
@@ -266,6 +272,23 @@ def texture_pattern(texture: str, size: int, phase=(0.0, 0.0)) -> np.ndarray:
     return pattern[texture].astype(np.float32)[..., None]
 
 
+def with_contrast(paint: np.ndarray, contrast: float) -> np.ndarray:
+    """The contrast world's photographic contrast: every channel stretched around mid-grey,
+    p = mid + contrast (paint - mid), then brought into the pixel range *keeping its hue*: the grey level
+    g = mean(p) is clipped to [0, 255] and the chroma q = p - g scaled down just enough that no channel
+    leaves [0, 255]. Stretching around a grey scales q and keeps the hue (metrics.chroma); a channel that
+    would leave the range ends exactly at 0 or 255, pinned, as in a harsh photograph. (Clipping each channel
+    on its own would shift the hue: a harsh orange would turn red on its shadow side, yellow on its lit side.)
+    So a plateau at the limit is a plausible image here, as guidance will find."""
+    mid = load_spec()["contrast"]["mid"]
+    p = mid + contrast * (paint - mid)
+    g = np.clip(p.mean(-1, keepdims=True), 0, 255)
+    q = p - p.mean(-1, keepdims=True)
+    room = np.minimum(np.where(q > 0, (255 - g) / np.maximum(q, 1e-6), np.inf),
+                      np.where(q < 0, g / np.maximum(-q, 1e-6), np.inf)).min(-1, keepdims=True)
+    return np.clip(g + np.minimum(room, 1.0) * q, 0, 255)  # the clip only removes float rounding
+
+
 def object_paint(obj: dict, size: int) -> np.ndarray:
     """[size, size, 3] RGB 0..255 of an object's surface at every pixel centre: lit-solid shading for the
     shapes world, the caption's texture for a textured object."""
@@ -308,12 +331,18 @@ def render_scene(scene: dict, size: int = 32) -> np.ndarray:
         f = sub // size  # box-filter coverage and coverage-weighted colour down to `size`
         cover, paint = (a.reshape(size, f, size, f, -1).mean((1, 3)) for a in (cover, cover * color))
         img = img * (1 - cover) + paint
+    if "contrast" in scene:  # the contrast world: the whole picture, as a photograph's contrast
+        img = with_contrast(img, scene["contrast"])
     return img.round().astype(np.uint8)
 
 
-def render(caption: str, size: int = 32, seed=0) -> np.ndarray:
-    """Caption + seed -> uint8 image [size, size, 3]; the same (caption, seed) agrees across sizes."""
-    return render_scene(make_scene(caption, seed), size)
+def render(caption: str, size: int = 32, seed=0, contrast: float | None = None) -> np.ndarray:
+    """Caption + seed -> uint8 image [size, size, 3]; the same (caption, seed) agrees across sizes.
+    contrast: the image's contrast (the contrast world), None for the shapes world's look."""
+    scene = make_scene(caption, seed)
+    if contrast is not None:
+        scene["contrast"] = float(contrast)
+    return render_scene(scene, size)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -344,14 +373,15 @@ class ShapesDataset(torch.utils.data.Dataset):
             raise MinimagenError(f"n={n} gives an empty dataset; ask for at least one image.")
         spec = load_spec()
         captions = all_captions(split, spec, world)
-        balanced = balanced and world == "shapes"
+        balanced = balanced and world in ("shapes", "contrast")
         groups = [g for g in ([c for c in captions if len(c.split()) == 4],
                               [c for c in captions if len(c.split()) > 4]) if g] if balanced else [captions]
         rng = np.random.default_rng(seed)
         kinds = rng.integers(0, len(groups), n)
         self.size, self.split, self.world = int(size), split, world
         self.captions = [groups[k][rng.integers(len(groups[k]))] for k in kinds]
-        self.scenes = [make_scene(c, (seed, i), toned=world == "toned") for i, c in enumerate(self.captions)]
+        self.scenes = [make_scene(c, (seed, i), toned=world == "toned", contrast=world == "contrast")
+                       for i, c in enumerate(self.captions)]
         self.images = torch.from_numpy(np.stack([render_scene(s, self.size) for s in self.scenes]))
 
     def __len__(self) -> int:

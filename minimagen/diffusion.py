@@ -315,14 +315,18 @@ def sample_loop(model_fn, shape, steps=50, sampler="ddim", objective="eps", thre
     """Generate [B, C, H, W] images in [-1, 1] from pure noise.
 
     model_fn(x_t, log_snr [B]) -> network prediction (already guided: see classifier_free_guidance).
-    At every step the predicted x_0 is thresholded (none / static / dynamic with percentile and cap)
-    before the step [Imagen Sec. 2.3]. The last step returns that x_0 itself. Noise is drawn on the CPU from
+    At every step the predicted x_0 is thresholded (none / static / dynamic with percentile and cap, or a
+    function x0 -> x0) before the step [Imagen Sec. 2.3]. The last step returns that x_0 itself. Noise is drawn on the CPU from
     `generator`, so a seed gives the same noise on every device.
     callback(i, log_snr, x_t, x0_raw, x0) is called at every step (for trajectories and plots).
     sampler "karras": Heun's method on Karras et al.'s sigmas (karras_loop): 2 * steps - 1 model calls,
     deterministic (eta is ignored)."""
     check_choice(sampler, SAMPLERS, "sampler")
-    threshold(torch.zeros(1, 1), thresholding, percentile, cap)  # validate the names before any work
+    if callable(thresholding):  # your own rule, x0 -> x0 (e.g. a learner's function)
+        apply_threshold = thresholding
+    else:
+        threshold(torch.zeros(1, 1), thresholding, percentile, cap)  # validate the names before any work
+        apply_threshold = lambda x0: threshold(x0, thresholding, percentile, cap)
     _check_sampling_args(shape, objective, eta)
 
     def randn():
@@ -330,7 +334,7 @@ def sample_loop(model_fn, shape, steps=50, sampler="ddim", objective="eps", thre
 
     def denoise(x, log_snr):  # the network's x_0 prediction, raw and thresholded
         x0_raw = prediction_to_x0(objective, model_fn(x, log_snr).float(), x, log_snr)
-        return x0_raw, threshold(x0_raw, thresholding, percentile, cap)
+        return x0_raw, apply_threshold(x0_raw)
 
     log_snrs = sampling_log_snrs(steps, schedule, device)
     if sampler == "karras":  # steps = sigma intervals, 2 * steps - 1 model calls (see karras_loop)

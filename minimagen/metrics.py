@@ -238,13 +238,30 @@ def object_profile(obj: dict, color: str, size: int, texture: str | None = None)
     place (data.shading), or with this texture (regime B: on the image grid, so the place does not
     matter): the reference a sample's detail is compared with. detect() reports the centroid; a
     triangle's dome is centred on its bounding box, 0.29 half-sizes above the centroid."""
+    return torch.from_numpy(object_paint_at(obj, color, size, texture).mean(-1))
+
+
+def object_paint_at(obj: dict, color: str, size: int, texture: str | None = None) -> np.ndarray:
+    """RGB [size, size, 3] (0..255) a real render paints an object found by detect() (see object_profile)."""
     if texture is not None:
-        return torch.from_numpy(data.object_paint(dict(color=color, texture=texture), size).mean(-1))
+        return data.object_paint(dict(color=color, texture=texture), size)
     (cx, cy), half = obj["center"], obj["half_size"]
     lift = half * math.sqrt(3) / 6 if obj["shape"] == "triangle" else 0.0
-    k, t = data.shading(dict(shape=obj["shape"], center=(cx, cy - lift), half_size=half), size)
-    base = float(np.mean(load_spec()["colors"][color]))
-    return torch.from_numpy((1 - t) * k * base + 255 * t)[..., 0]
+    return data.object_paint(dict(shape=obj["shape"], center=(cx, cy - lift), half_size=half, color=color), size)
+
+
+# The contrast world (data.with_contrast): an image's contrast, read back by fitting a real render of the same
+# object at each contrast of this grid to the object's luminance (least squares). The render is clipped as the
+# data is, so the fit undoes the clipping exactly for renders; a sample pushed past the data reads the grid's end.
+CONTRAST_GRID = np.arange(0.2, 4.0001, 0.02)
+
+
+def read_contrast(lum: np.ndarray, paint: np.ndarray) -> float:
+    """The contrast c whose render of this object best matches the observed luminance lum [N] (0..255):
+    argmin_c mean (mean_rgb(with_contrast(paint, c)) - lum)^2, paint [N, 3] the render at contrast 1 on the
+    object's pixels."""
+    renders = data.with_contrast(paint[None], CONTRAST_GRID[:, None, None]).mean(-1)  # [grid, N]
+    return float(CONTRAST_GRID[((renders - lum[None]) ** 2).mean(1).argmin()])
 
 
 def _shading_parts(lum: torch.Tensor, ideal: torch.Tensor) -> tuple[float, float]:
@@ -279,7 +296,8 @@ def object_shade(x: torch.Tensor, mask: torch.Tensor, color: str, texture: str) 
     return tone, 1.0 - (x[lo][mask].mean() / (max(tone, 1e-3) * means[lo])).item()
 
 
-def detail_scores(images: torch.Tensor, captions: list[str], toned: bool = False) -> dict[str, torch.Tensor]:
+def detail_scores(images: torch.Tensor, captions: list[str], toned: bool = False, contrast: bool = False
+                  ) -> dict[str, torch.Tensor]:
     """Per image [B]: how much of the detail inside the caption's objects survives: the shading of
     the shapes world (regime A), or the texture a regime-B caption names (its stripes or checks).
 
@@ -297,6 +315,11 @@ def detail_scores(images: torch.Tensor, captions: list[str], toned: bool = False
     toned=True (regime C, where each image has its own shade): a textured object's texture is compared with
     a real render *of the shade it has* (object_paint at the shade read back), so a real render scores ~1
     at any shade, and a texture flattened against the pixel limit scores low however vivid it is.
+
+    contrast=True (the contrast world, where each image has its own contrast): `contrast` is the image's
+    contrast read back (`read_contrast`, mean over the caption's objects found: a real render reads its own
+    contrast back), and `shading` is the pattern's correlation with a real render *at that contrast*
+    (clipped as the data clips), so a harsh render scores ~1 and a guided plateau with no shading scores low.
     """
     captions = [captions] if isinstance(captions, str) else list(captions)
     x = _as_batch(images)
@@ -322,6 +345,13 @@ def detail_scores(images: torch.Tensor, captions: list[str], toned: bool = False
             if want.get("texture") == "plain":
                 continue
             ideal = object_profile(obj, want["color"], x.shape[-1], want.get("texture"))
+            if contrast and "texture" not in want:  # the render at the contrast read back
+                paint = object_paint_at(obj, want["color"], x.shape[-1])[core.numpy()]
+                c = read_contrast(lum[b][core].numpy(), paint)
+                pattern_c, _ = _shading_parts(lum[b][core], torch.from_numpy(data.with_contrast(paint, c).mean(-1)))
+                parts.append((pattern_c, c))
+                kept.append(max(0.0, pattern_c))
+                continue
             if toned and "texture" in want:  # the real render of the shade read back
                 shade = dict(color=want["color"], texture=want["texture"], tone=tone, vivid=min(max(vivid, 0.0), 1.0))
                 ideal = torch.from_numpy(data.object_paint(shade, x.shape[-1]).mean(-1))

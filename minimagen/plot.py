@@ -70,6 +70,8 @@ def read_loss_log(path) -> tuple[list[int], list[float]]:
 def plot_loss(log_path, out_path=None, ax=None):
     """The training loss from a Trainer's loss.csv (log scale: it falls by orders of magnitude)."""
     steps, losses = read_loss_log(log_path)
+    if not steps:  # a log with no rows yet (a run stopped before its first log line)
+        return None
     own = ax is None
     if own:
         fig, ax = plt.subplots(figsize=(5, 3))

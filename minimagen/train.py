@@ -70,7 +70,7 @@ class TrainConfig:
     objective: str = "v"           # eps (the paper), v (stable at both ends of the schedule), or x0
     schedule: str = "cosine"
     text_encoder: str | None = None  # None -> $MINIMAGEN_TEXT_ENCODER, else t5-small
-    dataset: str = "shapes"        # "shapes" (regime A), "textured" (regime B) or a folder of images + captions.csv / .jsonl
+    dataset: str = "shapes"        # a world of data.WORLDS ("shapes", "textured", "toned", "contrast") or a folder of images + captions.csv / .jsonl
     dataset_size: int | None = None  # procedural shapes images to render
     seed: int = 0
     out_dir: str = "runs/base"
@@ -246,8 +246,10 @@ class Trainer:
         c, total = self.config, steps or self.config.steps
         self.out.mkdir(parents=True, exist_ok=True)
         log_path, losses = self.out / "loss.csv", []
-        if self.rank == 0 and self.step == 0:
+        if self.rank == 0 and (self.step == 0 or not log_path.exists()):
             log_path.write_text("step,loss,lr,seconds\n")
+        if self.rank == 0 and self.step >= total:
+            print(f"{self.out} is already at step {self.step} of {total}: nothing to train (raise --steps to train on)")
         bar = tqdm(range(self.step, total), initial=self.step, total=total, disable=self.rank != 0,
                    desc=f"stage {c.stage} ({c.preset})", mininterval=2)
         start = time.time()
@@ -280,7 +282,7 @@ class Trainer:
     def preview(self, n: int = 8):
         """A grid of EMA samples for fixed training captions (SR stages: from real low-res images)."""
         from .plot import save_grid
-        images, captions = zip(*(self.data[i] for i in range(n)))
+        images, captions = zip(*(self.data[i] for i in range(min(n, len(self.data)))))  # a dataset may be smaller
         lowres = resize(torch.stack(images), self.lowres_size) if self.lowres_size else None
         samples = self.imagen().sample(list(captions), steps=25, lowres_images=lowres)
         save_grid(samples, self.out / "samples" / f"step_{self.step:06d}.png", captions=list(captions))

@@ -207,6 +207,12 @@ def test_demo_fine_tunes_the_shipped_base_as_it_was_trained(tmp_path):
     assert load_checkpoint(BASE32)["train_config"]["preset"] != TrainConfig(stage=0).preset  # quick32 since 2026-12-04
     rc = cli_main(["demo", "--finetune-steps", "2", "--steps", "2", "--out", str(tmp_path)])
     assert rc in (0, None) and (tmp_path / "samples.png").is_file() and (tmp_path / "finetune" / "last.pt").is_file()
+    # run twice in one folder (a second look, a re-run Colab cell): the fine-tune starts afresh, both runs write
+    for figure in ("samples.png", "thresholding.png"):
+        (tmp_path / figure).unlink()
+    rc = cli_main(["demo", "--finetune-steps", "2", "--steps", "2", "--out", str(tmp_path)])
+    assert rc in (0, None) and (tmp_path / "samples.png").is_file() and (tmp_path / "thresholding.png").is_file()
+    assert torch.load(tmp_path / "finetune" / "last.pt", weights_only=False)["step"] == 2  # not resumed past its steps
 
 
 def test_checkpoint_of_another_preset_names_the_fields(tmp_path):

@@ -35,6 +35,29 @@ def test_resume_gives_the_same_loss_sequence(tmp_path):
     assert (tmp_path / "b" / "loss.png").exists()
 
 
+def test_a_finished_run_resumed_trains_nothing_and_still_summarises(tmp_path, capsys):
+    """Re-running a finished run (the demo's pattern, issue 31): no steps, an empty loss list, and neither the
+    summary, the loss plot nor the export divides by or indexes into it."""
+    Trainer(config(tmp_path, steps=3)).train()
+    again = Trainer(config(tmp_path, steps=3))
+    assert again.train() == [] and "nothing to train" in capsys.readouterr().out
+    (tmp_path / "run" / "loss.csv").unlink()  # a loss log lost (or never written) before a resume
+    assert Trainer(config(tmp_path, steps=3)).train() == []
+    assert (tmp_path / "run" / "loss.csv").read_text() == "step,loss,lr,seconds\n" and (tmp_path / "run" / "ema.pt").is_file()
+
+
+def test_preview_grid_of_a_dataset_smaller_than_the_grid(tmp_path):
+    Trainer(config(tmp_path, steps=1, dataset_size=3, sample_every=1)).train()
+    assert (tmp_path / "run" / "samples" / "step_000001.png").is_file()
+
+
+def test_plot_loss_of_a_log_without_rows_draws_nothing(tmp_path):
+    from minimagen.plot import plot_loss
+    log = tmp_path / "loss.csv"
+    log.write_text("step,loss,lr,seconds\n")
+    assert plot_loss(log, tmp_path / "loss.png") is None and not (tmp_path / "loss.png").exists()
+
+
 def test_checkpoint_records_what_sampling_needs(tmp_path):
     Trainer(config(tmp_path, steps=2)).train()
     state = load_checkpoint(tmp_path / "run" / "last.pt")
