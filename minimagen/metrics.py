@@ -303,7 +303,7 @@ def object_shade(x: torch.Tensor, mask: torch.Tensor, color: str, texture: str) 
     return tone, 1.0 - (x[lo][mask].mean() / (max(tone, 1e-3) * means[lo])).item()
 
 
-def detail_scores(images: torch.Tensor, captions: list[str], toned: bool = False, contrast: bool = False
+def detail_scores(images: torch.Tensor, captions: list[str], toned: bool = False, contrast_world: bool = False
                   ) -> dict[str, torch.Tensor]:
     """Per image [B]: how much of the detail inside the caption's objects survives: the shading of
     the shapes world (regime A), or the texture a regime-B caption names (its stripes or checks).
@@ -323,7 +323,7 @@ def detail_scores(images: torch.Tensor, captions: list[str], toned: bool = False
     a real render *of the shade it has* (object_paint at the shade read back), so a real render scores ~1
     at any shade, and a texture flattened against the pixel limit scores low however vivid it is.
 
-    contrast=True (the contrast world, where each image has its own contrast): `contrast` is the image's
+    contrast_world=True (the contrast world, where each image has its own contrast): `contrast` is the image's
     contrast read back (`read_contrast`, mean over the caption's objects found: a real render reads its own
     contrast back), and `shading` is the pattern's correlation with a real render *at that contrast*
     (clipped as the data clips), so a harsh render scores ~1 and a guided plateau with no shading scores low.
@@ -352,7 +352,7 @@ def detail_scores(images: torch.Tensor, captions: list[str], toned: bool = False
             if want.get("texture") == "plain":
                 continue
             ideal = object_profile(obj, want["color"], x.shape[-1], want.get("texture"))
-            if contrast and "texture" not in want:  # the render at the contrast read back
+            if contrast_world and "texture" not in want:  # the render at the contrast read back
                 paint = object_paint_at(obj, want["color"], x.shape[-1])[core.numpy()]
                 c = read_contrast(lum[b][core].numpy(), paint)
                 pattern_c, _ = _shading_parts(lum[b][core], torch.from_numpy(data.with_contrast(paint, c).mean(-1)))

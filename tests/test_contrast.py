@@ -28,10 +28,10 @@ def test_detector_reads_every_contrast(split):
 def test_contrast_is_read_back_from_renders():
     captions = random.Random(1).sample(data.all_captions("train", world="contrast"), 30)
     for contrast in (LOW, 0.8, 1.0, 1.3):
-        read = metrics.detail_scores(renders(captions, contrast), captions, contrast=True)["contrast"]
+        read = metrics.detail_scores(renders(captions, contrast), captions, contrast_world=True)["contrast"]
         assert (read - contrast).abs().max() <= 0.1 and abs(read.median().item() - contrast) <= 0.03, contrast
     # at the top of the range a dark colour's shadow side turns black and leaves the object's mask: it reads low
-    read = metrics.detail_scores(renders(captions, HIGH), captions, contrast=True)["contrast"]
+    read = metrics.detail_scores(renders(captions, HIGH), captions, contrast_world=True)["contrast"]
     assert HIGH - 0.15 <= read.median().item() <= HIGH
 
 
@@ -42,7 +42,7 @@ def test_shading_is_scored_against_a_render_at_the_same_contrast():
     for b, objects in enumerate(metrics.detect(real)):  # each object painted one flat colour: no shading left
         for o in objects:
             flat[b][:, o["mask"]] = real[b][:, o["mask"]].mean(1, keepdim=True)
-    kept = lambda x: metrics.detail_scores(x, captions, contrast=True)["shading"].nanmean().item()
+    kept = lambda x: metrics.detail_scores(x, captions, contrast_world=True)["shading"].nanmean().item()
     assert kept(real) > 0.8 and kept(flat) < 0.3
 
 
