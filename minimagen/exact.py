@@ -34,6 +34,11 @@ class ExactDenoiser:
             logits = logits.masked_fill(self.labels[None, :] != torch.as_tensor(labels)[:, None], -torch.inf)
         return (logits.softmax(-1) @ self.images).reshape(x_t.shape)
 
+    def text_model_fn(self, labels):
+        """model_fn(x_t, log_snr, text) -> x_0: with the caption (text=True) or without it, as a U-Net with
+        caption dropout answers (the interface of notebook 07's guided x0-hat)."""
+        return lambda x_t, log_snr, text: self.x0(x_t, log_snr, labels if text else None)
+
     def model_fn(self, labels, guidance_scale: float, guided_x0=None):
         """model_fn(x_t, log_snr) for sample_loop(..., objective="x0"): the guided x_0 prediction
         x0_uncond + w (x0_cond - x0_uncond) [Imagen Eq. 2], or guided_x0(cond, uncond, w) if given."""
@@ -43,3 +48,47 @@ class ExactDenoiser:
     def nearest(self, samples):
         """Index [B] of the data image nearest to each sample (L2)."""
         return torch.cdist(samples.float().flatten(1), self.images).argmin(1)
+
+
+def contrast_set(contrasts, n_captions: int = 6, seeds: int = 3, size: int = 32):
+    """A finite contrast world for ExactDenoiser: renders of n one-object training captions x seeds x contrasts.
+    -> (ExactDenoiser, each image's contrast [N], the captions)."""
+    import random
+
+    from . import data
+    captions = random.Random(0).sample([c for c in data.all_captions("train") if len(c.split()) == 4], n_captions)
+    images, labels, levels = [], [], []
+    for k, caption in enumerate(captions):
+        for seed in range(seeds):
+            for c in contrasts:
+                images.append(data.from_uint8(data.render(caption, size, seed=seed, contrast=float(c))))
+                labels.append(k)
+                levels.append(float(c))
+    return ExactDenoiser(torch.stack(images), labels), torch.tensor(levels), captions
+
+
+def full_frame_set(contrasts, size: int = 16):
+    """Four grey full-frame patterns (two stripe directions, a diagonal, a checker of cosines), each at every
+    contrast, clipped to [-1, 1]: the same continuum as the contrast world with no background, so guidance
+    pushes the *whole* frame. -> (ExactDenoiser, each image's contrast [N])."""
+    u = (torch.arange(size) / size)[None, :].expand(size, size)
+    v = u.T
+    cos = lambda a: torch.cos(2 * torch.pi * a)
+    patterns = [cos(2 * u), cos(2 * v), cos(2 * (u + v)), cos(u) * cos(v)]
+    images, labels, levels = [], [], []
+    for k, pattern in enumerate(patterns):
+        for c in contrasts:
+            images.append((float(c) * pattern).clamp(-1, 1)[None])
+            labels.append(k)
+            levels.append(float(c))
+    return ExactDenoiser(torch.stack(images), labels), torch.tensor(levels)
+
+
+def guided_samples(exact, guidance_scale, thresholding, per_label: int = 4, steps: int = 25, seed: int = 0,
+                   guided_x0=None, **kw):
+    """Guided DDIM samples [per_label x labels, C, H, W] of the exact denoiser, the same noise for every rule;
+    thresholding is a name (with percentile / cap in kw) or a function x0 -> x0. -> (samples, their labels)."""
+    labels = torch.arange(int(exact.labels.max()) + 1).repeat_interleave(per_label)
+    x = D.sample_loop(exact.model_fn(labels, guidance_scale, guided_x0), (len(labels), *exact.shape), steps=steps,
+                      objective="x0", thresholding=thresholding, generator=torch.Generator().manual_seed(seed), **kw)
+    return x, labels

@@ -36,6 +36,23 @@ def attempt(name: str, fn, check, reference):
     return result
 
 
+def use(name: str, fn, check, reference):
+    """The function the rest of the notebook runs: yours if it passes `check`, else the reference, behind a banner
+    that says why. A wrong answer never stops Run All; fix yours and rerun from here to run on your own code."""
+    try:
+        check(fn)
+    except NotImplementedError:
+        print(f"exercise {name}: not written yet, so the notebook runs on the reference from here on")
+        return reference
+    except Exception as e:  # a wrong answer (ExerciseError) or a crash inside it (a shape error, a typo)
+        why = str(e) if isinstance(e, ExerciseError) else f"{type(e).__name__}: {e}"
+        print(f"{'=' * 80}\nexercise {name}: YOUR FUNCTION FAILED, so the notebook runs on the reference from here on.\n"
+              f"  {why}\n{'=' * 80}")
+        return reference
+    print(f"exercise {name}: your answer passes; the notebook runs on your function from here on")
+    return fn
+
+
 def check_dynamic_threshold(fn) -> None:
     """fn(x0 [B, ...], p, cap) must equal dynamic thresholding with a cap [Imagen Sec. 2.3; diffusers'
     sample_max_value] on samples that are in range, a little out and far out."""

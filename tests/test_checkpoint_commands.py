@@ -33,7 +33,7 @@ def documented_commands() -> dict[str, list[str]]:
 
 
 def test_the_readme_documents_the_regime_and_sr_checkpoints():
-    assert {"textured32.pt", "textured32_eps.pt", "toned32.pt", "toned32_eps.pt", "sr64.pt"} <= set(documented_commands())
+    assert {"contrast32.pt", "textured32.pt", "textured32_eps.pt", "toned32.pt", "toned32_eps.pt", "sr64.pt"} <= set(documented_commands())
 
 
 @pytest.mark.parametrize("name,args", sorted(documented_commands().items()))

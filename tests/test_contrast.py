@@ -9,7 +9,7 @@ import torch
 
 from minimagen import data, metrics
 from minimagen import diffusion as D
-from minimagen.exact import ExactDenoiser
+from minimagen.exact import contrast_set
 
 LOW, HIGH = data.load_spec()["contrast"]["range"]
 
@@ -67,16 +67,9 @@ def test_the_world_draws_a_continuum_with_a_real_share_at_the_limits():
     assert {k: v for k, v in ds.scenes[0].items() if k != "contrast"} == shapes  # the shapes world's geometry
 
 
-def exact_world(contrasts, n_captions=4, seeds=2):
-    captions = random.Random(0).sample([c for c in data.all_captions("train") if len(c.split()) == 4], n_captions)
-    images, labels, levels = [], [], []
-    for k, caption in enumerate(captions):
-        for seed in range(seeds):
-            for c in contrasts:
-                images.append(data.from_uint8(data.render(caption, 32, seed=seed, contrast=c)))
-                labels.append(k)
-                levels.append(c)
-    return ExactDenoiser(torch.stack(images), labels), torch.tensor(levels)
+def exact_world(contrasts):
+    exact, levels, _ = contrast_set(contrasts, n_captions=4, seeds=2)
+    return exact, levels
 
 
 def test_exact_denoiser_is_the_posterior_mean():

@@ -1,0 +1,222 @@
+"""Static clipping vs dynamic thresholding in the contrast world (data/README.md), where guidance has somewhere
+plausible to drift to: each image's contrast is a continuum the caption does not name.
+
+  exact     no training: the exact posterior-mean denoiser (minimagen.exact) over renders of 6 captions x 3 seeds
+            x 16 contrasts, guided DDIM 25, 4 samples per caption; the contrast of the data image nearest each
+            sample, its pinned share, and whether it has the right caption. Beside it the fixed-palette world
+            (contrast 1 only), where every rule ties, and full-frame grey patterns (contrast 0.3-2.0, no
+            background), where guidance pushes the whole frame and the cap stops helping.
+  evaluate  the shipped contrast32.pt on the EVALUATION captions (train_curve.py's draw 0: 16 training + 16
+            held-out, seeds 0-3: 128 images per cell), w in {1, 5, 10, 15} x {none, static, the default
+            (p 0.9, cap 1.5), p 0.9 uncapped, Imagen's p 0.995 uncapped}: the objects' contrast read back
+            (metrics.detail_scores(contrast_world=True)), mean |x| over object and background pixels, shading kept
+            against a render at that contrast, the share of pixels at the limits, alignment; each paired per image
+            with the same model at w = 1 (default rule) and with static clipping at the same w.
+  select    the default rule confirmed on SELECTION captions (draw 1, disjoint from draw 0) in both the contrast
+            world (contrast32.pt) and the shaded shapes (base32.pt): p in {0.9, 0.95, 0.995} x cap in {1.5, 2, none}
+            at w = 10 and 15; the rule keeps the contrast closest to w = 1's among settings whose alignment is
+            within 0.03 of static clipping's.
+
+    MINIMAGEN_TEXT_ENCODER=tiny python benchmarks/contrast_world.py exact       # ~10 s
+    MINIMAGEN_TEXT_ENCODER=tiny python benchmarks/contrast_world.py evaluate    # a few minutes on 2 cores
+    MINIMAGEN_TEXT_ENCODER=tiny python benchmarks/contrast_world.py select
+
+Each phase writes benchmarks/results/contrast_world_<phase>.csv; evaluate also writes benchmarks/contrast_world.png
+(contrast against w per rule, paired differences) and benchmarks/contrast_world_samples.png (one caption per
+column, one rule per row, at w = 10).
+"""
+import argparse
+import csv
+import random
+import sys
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from minimagen import data, metrics
+from minimagen import diffusion as D
+from minimagen.exact import contrast_set, full_frame_set, guided_samples
+from minimagen.imagen import load_cascade
+from minimagen.plot import grid_figure
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from train_curve import fixed_captions  # noqa: E402  (the evaluation and selection draws every benchmark uses)
+
+CKPTS = data.DATA_DIR / "checkpoints"
+# (label, thresholding, percentile, cap): the rules every phase compares
+RULES = (("none", "none", 0.9, None), ("static", "static", 0.9, None), ("default p0.9 cap1.5", "dynamic", 0.9, 1.5),
+         ("p0.9 uncapped", "dynamic", 0.9, None), ("Imagen p0.995 uncapped", "dynamic", 0.995, None))
+
+
+def machine() -> str:
+    model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?") \
+        if Path("/proc/cpuinfo").exists() else "?"
+    return f"{model}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def mean_se(v) -> tuple[float, float]:
+    v = torch.as_tensor(v, dtype=torch.float64).flatten()
+    v = v[~v.isnan()]
+    return v.mean().item(), (v.std().item() / len(v) ** 0.5 if len(v) > 1 else 0.0)
+
+
+def write(rows, name):
+    path = HERE / "results" / f"contrast_world_{name}.csv"
+    path.parent.mkdir(exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    print(f"wrote {path.relative_to(HERE.parent)}")
+
+
+# ---------------------------------------------------------------- exact: no model error in the way
+def exact_phase(args):
+    rows = []
+    low, high = data.load_spec()["contrast"]["range"]
+    worlds = {"contrast": contrast_set(np.linspace(low, high, 16))[:2], "fixed palette": contrast_set([1.0], seeds=16)[:2],
+              "full frame": full_frame_set(np.linspace(0.3, 2.0, 24)), "full frame, fixed": full_frame_set([0.9])}
+    for world, (exact, levels) in worlds.items():
+        for w in (1.0, 5.0, 10.0):
+            for label, th, p, cap in RULES:
+                x, labels = guided_samples(exact, w, th, per_label=4 if "frame" not in world else 6, percentile=p, cap=cap)
+                near = exact.nearest(x)
+                rows.append(dict(world=world, guidance_scale=w, rule=label, contrast=levels[near].mean().item(),
+                                 pinned=(x.abs() > 0.98).float().mean().item(),
+                                 right_caption=(exact.labels[near] == labels).float().mean().item()))
+                print(f"{world:>17} w={w:<4g} {label:<24} contrast {rows[-1]['contrast']:.2f}  pinned "
+                      f"{rows[-1]['pinned']:.3f}  right caption {rows[-1]['right_caption']:.2f}")
+    write(rows, "exact")
+
+
+# ---------------------------------------------------------------- the trained model
+def score(images, captions) -> dict:
+    """Per image: the objects' contrast read back, shading kept against a render at that contrast, mean |x| over the
+    objects' and over the background's pixels (x in [-1, 1]; the background is light grey, so a harsher picture
+    has a larger |x| there), the share of pixels at the limits, and caption alignment."""
+    d = metrics.detail_scores(images, captions, contrast_world=True)
+    found = metrics.detect(images)
+    objects = torch.stack([torch.stack([o["mask"] for o in f]).any(0) if f else torch.zeros(images.shape[-2:], dtype=torch.bool)
+                           for f in found])
+    level = images.abs().mean(1)  # [B, H, W]
+    nan = torch.tensor(float("nan"))
+    return dict(contrast=d["contrast"], shading=d["shading"],
+                object_abs=torch.stack([level[i][m].mean() if m.any() else nan for i, m in enumerate(objects)]),
+                background_abs=torch.stack([level[i][~m].mean() for i, m in enumerate(objects)]),
+                pinned=(images.abs() > 0.98).any(1).flatten(1).float().mean(1),
+                alignment=metrics.caption_alignment(images, captions))
+
+
+def sample_scores(model, captions, w, rule, seeds, steps=25):
+    _, th, p, cap = rule
+    images = torch.cat([model.sample(captions, guidance_scale=w, thresholding=th, percentile=p, cap=cap, steps=steps,
+                                     seed=s) for s in seeds])
+    return images, score(images, captions * len(seeds))
+
+
+KEYS = ("contrast", "object_abs", "background_abs", "pinned", "shading", "alignment")
+
+
+def evaluate_phase(args):
+    model = load_cascade([args.checkpoint])
+    draw = fixed_captions(16, 0)
+    captions = draw["train"] + draw["held_out"]
+    start, rows, grid, kept = time.time(), [], {}, {}
+    _, ref = sample_scores(model, captions, 1.0, RULES[2], args.seeds)
+    for w in (1.0, 5.0, 10.0, 15.0):
+        for rule in RULES:
+            images, s = sample_scores(model, captions, w, rule, args.seeds)
+            kept[w, rule[0]] = s
+            if w == 10.0:
+                grid[rule[0]] = images[:6]
+            row = dict(guidance_scale=w, rule=rule[0], n_images=len(images))
+            for key in KEYS:
+                row[key], row[f"{key}_se"] = mean_se(s[key])
+                row[f"{key}_minus_w1"], row[f"{key}_minus_w1_se"] = mean_se(s[key] - ref[key])
+                row[f"{key}_minus_static"], row[f"{key}_minus_static_se"] = mean_se(s[key] - kept[w, "static"][key]) \
+                    if (w, "static") in kept else (float("nan"), float("nan"))
+            rows.append(row)
+            print(f"w={w:<4g} {rule[0]:<24} contrast {row['contrast']:.3f} ({row['contrast_minus_w1']:+.3f} ± "
+                  f"{row['contrast_minus_w1_se']:.3f} vs w=1)  background |x| {row['background_abs_minus_w1']:+.3f}  "
+                  f"pinned {row['pinned']:.3f}  alignment {row['alignment']:.3f}", flush=True)
+    write(rows, "evaluate")
+    w10 = {r["rule"]: r for r in rows if r["guidance_scale"] == 10.0}
+    d, st = w10["default p0.9 cap1.5"], w10["static"]
+    print(f"w = 10, paired over {d['n_images']} images: static - w1 contrast {st['contrast_minus_w1']:+.3f} ± "
+          f"{st['contrast_minus_w1_se']:.3f}; default - w1 {d['contrast_minus_w1']:+.3f} ± {d['contrast_minus_w1_se']:.3f}; "
+          f"default - static {d['contrast_minus_static']:+.3f} ± {d['contrast_minus_static_se']:.3f}; alignment default - static "
+          f"{d['alignment_minus_static']:+.3f} ± {d['alignment_minus_static_se']:.3f}")
+    figure(rows, HERE / "contrast_world.png")
+    grid_figure({"w = 1": sample_scores(model, captions[:6], 1.0, RULES[2], args.seeds[:1])[0], **grid},
+                [c if len(c) < 28 else c[:26] + "…" for c in captions[:6]],
+                title="contrast32.pt at w = 10, one row per rule, the same noise in every row (benchmarks/contrast_world.py)",
+                path=HERE / "contrast_world_samples.png")
+    print(f"evaluate: {time.time() - start:.0f} s on {machine()}")
+
+
+def figure(rows, path):
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), dpi=110)
+    ws = sorted({r["guidance_scale"] for r in rows})
+    for (label, *_), marker in zip(RULES, "os^Dv"):
+        rs = [next(r for r in rows if r["rule"] == label and r["guidance_scale"] == w) for w in ws]
+        axes[0].errorbar(ws, [r["contrast"] for r in rs], [r["contrast_se"] for r in rs], marker=marker, label=label, capsize=2)
+        axes[1].errorbar(ws, [r["background_abs"] for r in rs], [r["background_abs_se"] for r in rs], marker=marker,
+                         label=label, capsize=2)
+        axes[2].errorbar(ws, [r["alignment"] for r in rs], [r["alignment_se"] for r in rs], marker=marker, label=label, capsize=2)
+    w1 = next(r for r in rows if r["guidance_scale"] == 1.0 and r["rule"].startswith("default"))["contrast"]
+    axes[0].axhline(w1, color="grey", ls=":", lw=1, label="w = 1 (the data's look)")
+    axes[0].set(xlabel="guidance scale w", ylabel="contrast read back", title="contrast of the samples' objects")
+    axes[1].set(xlabel="guidance scale w", ylabel="mean |x| over the background", title="background (light grey: 1 = white)")
+    axes[2].set(xlabel="guidance scale w", ylabel="caption alignment", title="caption alignment")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    print(f"wrote {path.relative_to(HERE.parent)}")
+
+
+def select_phase(args):
+    draw = fixed_captions(12, 1)
+    captions = draw["train"] + draw["held_out"]
+    settings = [(p, cap) for p in (0.9, 0.95, 0.995) for cap in (1.5, 2.0, None)]
+    rows = []
+    for world, ckpt in (("contrast", args.checkpoint), ("shapes", CKPTS / "base32.pt")):
+        model = load_cascade([ckpt])
+        _, ref = sample_scores(model, captions, 1.0, RULES[2], args.seeds)
+        for w in (10.0, 15.0):
+            _, st = sample_scores(model, captions, w, RULES[1], args.seeds)
+            for p, cap in [("static", None)] + settings:
+                rule = RULES[1] if p == "static" else (f"p{p:g} cap{cap}", "dynamic", p, cap)
+                _, s = sample_scores(model, captions, w, rule, args.seeds)
+                row = dict(world=world, guidance_scale=w, rule=rule[0], percentile=rule[2], cap=rule[3])
+                row["contrast_off_w1"], row["contrast_off_w1_se"] = mean_se((s["contrast"] - ref["contrast"]).abs())
+                row["alignment_minus_static"], row["alignment_minus_static_se"] = mean_se(s["alignment"] - st["alignment"])
+                row["shading"] = mean_se(s["shading"])[0]
+                rows.append(row)
+                print(f"{world:>8} w={w:<4g} {rule[0]:<16} |contrast - w1's| {row['contrast_off_w1']:.3f}  alignment vs "
+                      f"static {row['alignment_minus_static']:+.3f}  shading {row['shading']:.3f}", flush=True)
+    write(rows, "select")
+    ok = {}
+    for r in rows:
+        if r["rule"] != "static":
+            ok.setdefault(r["rule"], []).append((r["contrast_off_w1"], r["alignment_minus_static"] >= -0.03))
+    ranked = sorted((sum(c for c, _ in v) / len(v), k) for k, v in ok.items() if all(a for _, a in v))
+    print("eligible settings, best first (mean |contrast - w1's| over both worlds and w):")
+    for c, k in ranked:
+        print(f"  {k:<16} {c:.3f}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("phase", choices=("exact", "evaluate", "select"))
+    ap.add_argument("--checkpoint", default=str(CKPTS / "contrast32.pt"))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    args = ap.parse_args()
+    {"exact": exact_phase, "evaluate": evaluate_phase, "select": select_phase}[args.phase](args)
+
+
+if __name__ == "__main__":
+    main()
