@@ -14,12 +14,17 @@ plausible to drift to: each image's contrast is a continuum the caption does not
             with the same model at w = 1 (default rule) and with static clipping at the same w.
   select    the default rule confirmed on SELECTION captions (draw 1, disjoint from draw 0) in both the contrast
             world (contrast32.pt) and the shaded shapes (base32.pt): p in {0.9, 0.95, 0.995} x cap in {1.5, 2, none}
-            at w = 10 and 15; the rule keeps the contrast closest to w = 1's among settings whose alignment is
-            within 0.03 of static clipping's.
+            at w = 10 and 15 (--ws); the rule keeps the mean contrast closest to w = 1's (|paired mean difference|, averaged
+            over both worlds and every w) among settings whose alignment is within 0.03 of static clipping's everywhere.
 
     MINIMAGEN_TEXT_ENCODER=tiny python benchmarks/contrast_world.py exact       # ~10 s
     MINIMAGEN_TEXT_ENCODER=tiny python benchmarks/contrast_world.py evaluate    # a few minutes on 2 cores
     MINIMAGEN_TEXT_ENCODER=tiny python benchmarks/contrast_world.py select
+    MINIMAGEN_TEXT_ENCODER=tiny python benchmarks/contrast_world.py after
+
+  after     Imagen's successors on over-saturation, at w = 10 (diffusion.cfg_rescale, projected_guidance,
+            interval_guidance), with no thresholding (how each is meant to be used) and with static clipping: the
+            perfect denoiser in the contrast world and in full frames, and contrast32 (128 images, paired with w = 1).
 
 Each phase writes benchmarks/results/contrast_world_<phase>.csv; evaluate also writes benchmarks/contrast_world.png
 (contrast against w per rule, paired differences) and benchmarks/contrast_world_samples.png (one caption per
@@ -168,7 +173,7 @@ def figure(rows, path):
                          label=label, capsize=2)
         axes[2].errorbar(ws, [r["alignment"] for r in rs], [r["alignment_se"] for r in rs], marker=marker, label=label, capsize=2)
     w1 = next(r for r in rows if r["guidance_scale"] == 1.0 and r["rule"].startswith("default"))["contrast"]
-    axes[0].axhline(w1, color="grey", ls=":", lw=1, label="w = 1 (the data's look)")
+    axes[0].axhline(w1, color="grey", ls=":", lw=1, label="w = 1, default rule")
     axes[0].set(xlabel="guidance scale w", ylabel="contrast read back", title="contrast of the samples' objects")
     axes[1].set(xlabel="guidance scale w", ylabel="mean |x| over the background", title="background (light grey: 1 = white)")
     axes[2].set(xlabel="guidance scale w", ylabel="caption alignment", title="caption alignment")
@@ -186,36 +191,96 @@ def select_phase(args):
     for world, ckpt in (("contrast", args.checkpoint), ("shapes", CKPTS / "base32.pt")):
         model = load_cascade([ckpt])
         _, ref = sample_scores(model, captions, 1.0, RULES[2], args.seeds)
-        for w in (10.0, 15.0):
+        for w in args.ws:
             _, st = sample_scores(model, captions, w, RULES[1], args.seeds)
             for p, cap in [("static", None)] + settings:
                 rule = RULES[1] if p == "static" else (f"p{p:g} cap{cap}", "dynamic", p, cap)
                 _, s = sample_scores(model, captions, w, rule, args.seeds)
                 row = dict(world=world, guidance_scale=w, rule=rule[0], percentile=rule[2], cap=rule[3])
-                row["contrast_off_w1"], row["contrast_off_w1_se"] = mean_se((s["contrast"] - ref["contrast"]).abs())
+                row["contrast_minus_w1"], row["contrast_minus_w1_se"] = mean_se(s["contrast"] - ref["contrast"])
                 row["alignment_minus_static"], row["alignment_minus_static_se"] = mean_se(s["alignment"] - st["alignment"])
                 row["shading"] = mean_se(s["shading"])[0]
                 rows.append(row)
-                print(f"{world:>8} w={w:<4g} {rule[0]:<16} |contrast - w1's| {row['contrast_off_w1']:.3f}  alignment vs "
+                print(f"{world:>8} w={w:<4g} {rule[0]:<16} contrast - w1's {row['contrast_minus_w1']:+.3f} ± "
+                      f"{row['contrast_minus_w1_se']:.3f}  alignment vs "
                       f"static {row['alignment_minus_static']:+.3f}  shading {row['shading']:.3f}", flush=True)
     write(rows, "select")
     ok = {}
     for r in rows:
         if r["rule"] != "static":
-            ok.setdefault(r["rule"], []).append((r["contrast_off_w1"], r["alignment_minus_static"] >= -0.03))
+            ok.setdefault(r["rule"], []).append((abs(r["contrast_minus_w1"]), r["alignment_minus_static"] >= -0.03))
     ranked = sorted((sum(c for c, _ in v) / len(v), k) for k, v in ok.items() if all(a for _, a in v))
-    print("eligible settings, best first (mean |contrast - w1's| over both worlds and w):")
+    print("eligible settings, best first (|mean contrast - w1's|, averaged over both worlds and every w):")
     for c, k in ranked:
         print(f"  {k:<16} {c:.3f}")
 
 
+# ---------------------------------------------------------------- after Imagen: rescale, projected, interval guidance
+VARIANTS = {"guidance (CFG)": lambda c, u, w, l: D.classifier_free_guidance(c, u, w),
+            "CFG-rescale phi 0.7": lambda c, u, w, l: D.cfg_rescale(c, u, w),
+            "APG (eta 0)": lambda c, u, w, l: D.projected_guidance(c, u, w),
+            "interval t in (0.2, 0.8)": lambda c, u, w, l: D.interval_guidance(c, u, w, l)}
+
+
+@torch.no_grad()
+def sample_variant(model, captions, w, combine, thresholding="none", seed=0, steps=25):
+    """The trained base stage's DDIM 25 with the guidance `combine`(x0_cond, x0_uncond, w, log_snr) on its x_0
+    predictions (model.sample guides the network's v; the variants are defined on x_0)."""
+    unet, B = model.unets[0], len(captions)
+    embeds, mask = model.text_encoder.encode(captions)
+    drop = torch.ones(B, dtype=torch.bool)
+    x = torch.randn((B, 3, 32, 32), generator=torch.Generator().manual_seed(seed))
+    log_snrs = D.sampling_log_snrs(steps, model.schedule)
+    for i in range(steps):
+        l_t, l_s = log_snrs[i].expand(B), log_snrs[i + 1].expand(B)
+        c, u = (D.prediction_to_x0(model.objective, unet(x, l_t, embeds, mask, None, None, d).float(), x, l_t)
+                for d in (~drop, drop))
+        x0 = D.threshold(combine(c, u, w, l_t), thresholding)
+        if i == steps - 1:
+            return x0.clamp(-1, 1)
+        x = D.ddim_step(x, x0, l_t, l_s, 0.0)
+
+
+def after_phase(args):
+    rows = []
+    low, high = data.load_spec()["contrast"]["range"]
+    worlds = {"contrast (perfect denoiser)": (*contrast_set(np.linspace(low, high, 16))[:2], 4),
+              "full frame (perfect denoiser)": (*full_frame_set(np.linspace(0.3, 2.0, 24)), 6)}
+    for world, (exact, levels, per) in worlds.items():
+        labels = torch.arange(int(exact.labels.max()) + 1).repeat_interleave(per)
+        for th in ("none", "static"):
+            for name, combine in VARIANTS.items():
+                fn = lambda x, l, combine=combine: combine(exact.x0(x, l, labels), exact.x0(x, l), 10.0, l)
+                x = D.sample_loop(fn, (len(labels), *exact.shape), steps=25, objective="x0", thresholding=th,
+                                  generator=torch.Generator().manual_seed(0))
+                rows.append(dict(world=world, thresholding=th, guidance=name, contrast=levels[exact.nearest(x)].mean().item(),
+                                 contrast_se=float("nan"), alignment=float("nan")))
+                print(f"{world:>30} w=10 {name:<26} thresholding {th:<7} contrast {rows[-1]['contrast']:.2f}", flush=True)
+    model = load_cascade([args.checkpoint])
+    draw = fixed_captions(16, 0)
+    captions = draw["train"] + draw["held_out"]
+    cc = captions * len(args.seeds)
+    ref = score(torch.cat([sample_variant(model, captions, 1.0, VARIANTS["guidance (CFG)"], seed=s) for s in args.seeds]), cc)
+    for th in ("none", "static"):
+        for name, combine in VARIANTS.items():
+            s = score(torch.cat([sample_variant(model, captions, 10.0, combine, th, seed=s) for s in args.seeds]), cc)
+            (m, se), align = mean_se(s["contrast"] - ref["contrast"]), mean_se(s["alignment"])[0]
+            rows.append(dict(world="contrast32 (trained), minus w = 1", thresholding=th, guidance=name, contrast=m,
+                             contrast_se=se, alignment=align))
+            print(f"contrast32 w=10 {name:<26} thresholding {th:<7} contrast - w1 {m:+.3f} ± {se:.3f}  alignment {align:.3f} "
+                  f"(w = 1: {ref['alignment'].mean():.3f})", flush=True)
+    write(rows, "after")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("phase", choices=("exact", "evaluate", "select"))
+    ap.add_argument("phase", choices=("exact", "evaluate", "select", "after"))
     ap.add_argument("--checkpoint", default=str(CKPTS / "contrast32.pt"))
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 0-3 (evaluate), 0-1 (select)")
+    ap.add_argument("--ws", type=float, nargs="+", default=[10.0, 15.0], help="select: the guidance scales")
     args = ap.parse_args()
-    {"exact": exact_phase, "evaluate": evaluate_phase, "select": select_phase}[args.phase](args)
+    args.seeds = args.seeds or ([0, 1, 2, 3] if args.phase in ("evaluate", "after") else [0, 1])
+    {"exact": exact_phase, "evaluate": evaluate_phase, "select": select_phase, "after": after_phase}[args.phase](args)
 
 
 if __name__ == "__main__":

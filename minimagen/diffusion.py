@@ -211,6 +211,46 @@ def classifier_free_guidance(pred_cond, pred_uncond, guidance_scale: float):
     return pred_uncond + guidance_scale * (pred_cond - pred_uncond)
 
 
+# ---------------------------------------------------------------- after Imagen: three other answers to over-saturation
+# Each takes the two x_0 predictions (or eps / v) and returns the guided one, as classifier_free_guidance does;
+# notebook 07 measures them beside thresholding. Pure tensor functions, no checks: the sampler's callers check.
+def cfg_rescale(pred_cond, pred_uncond, guidance_scale: float, phi: float = 0.7):
+    """CFG-rescale [Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed", Eq. 15-16]:
+    guide, then scale the result back to the conditional prediction's standard deviation (per sample), and mix:
+        x_cfg = x_u + w (x_c - x_u);  x_rescaled = x_cfg * std(x_c) / std(x_cfg);  x = phi x_rescaled + (1 - phi) x_cfg."""
+    guided = pred_uncond + guidance_scale * (pred_cond - pred_uncond)
+    dims = tuple(range(1, guided.ndim))
+    rescaled = guided * pred_cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True).clamp(min=1e-12)
+    return phi * rescaled + (1 - phi) * guided
+
+
+def projected_guidance(pred_cond, pred_uncond, guidance_scale: float, eta: float = 0.0):
+    """Adaptive projected guidance without its momentum and norm threshold [Sadat et al. 2024, "Eliminating
+    Oversaturation and Artifacts of High Guidance Scales in Diffusion Models", Eq. 6-9]: split the guidance update
+    d = x_c - x_u into its part parallel to x_c (which mostly raises saturation) and the orthogonal rest (which
+    mostly improves the image), and keep eta of the parallel part:  x = x_c + (w - 1) (d_orth + eta d_par).
+    eta = 1 is classifier-free guidance exactly. Per sample; meant for x_0 predictions."""
+    diff = pred_cond - pred_uncond
+    shape = (-1,) + (1,) * (diff.ndim - 1)
+    unit = pred_cond / pred_cond.flatten(1).norm(dim=1).clamp(min=1e-12).view(shape)
+    parallel = (diff * unit).flatten(1).sum(1).view(shape) * unit
+    return pred_cond + (guidance_scale - 1) * (diff - parallel + eta * parallel)
+
+
+def t_from_log_snr(log_snr, s: float = 0.008):
+    """The time t of the cosine schedule at this log-SNR (cosine_log_snr inverted): lambda = -2 log tan(pi/2 (t+s)/(1+s))."""
+    return (2 / math.pi * torch.atan(torch.exp(-log_snr / 2)) * (1 + s) - s).clamp(0, 1)
+
+
+def interval_guidance(pred_cond, pred_uncond, guidance_scale: float, log_snr, t_range=(0.2, 0.8)):
+    """Guidance in a limited interval [Kynkäänniemi et al. 2024, "Applying Guidance in a Limited Interval Improves
+    Sample and Distribution Quality"]: w at noise levels inside t_range (cosine-schedule time), no guidance (w = 1)
+    outside it: not at the first steps, where it throws x_0 far out, nor at the last, where it only sharpens."""
+    t = _bcast(t_from_log_snr(log_snr), pred_cond)
+    w = torch.where((t > t_range[0]) & (t < t_range[1]), guidance_scale, 1.0)
+    return pred_uncond + w * (pred_cond - pred_uncond)
+
+
 # ---------------------------------------------------------------- samplers
 def sampling_log_snrs(steps: int, schedule: str = "cosine", device="cpu"):
     """steps + 1 log-SNR values from t = 1 (noise) to t = 0 (data), equally spaced in t."""

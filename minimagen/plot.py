@@ -281,52 +281,6 @@ def scan_line_figure(images: dict, row: int, columns=None, reference=None, title
     return fig
 
 
-def pinned_map_figure(images: dict, size: float = 1.9, title=None):
-    """Each image ({label: [B, 3, H, W]}) over a map of its pixels with a channel at exactly -1 or +1
-    (yellow), the plateaus that clipping makes; the titles give the fraction of such pixels."""
-    n, B = len(images), len(next(iter(images.values())))
-    fig, axes = plt.subplots(2 * B, n, figsize=(size * n, 2 * size * B + 0.4), squeeze=False)
-    for j, (label, batch) in enumerate(images.items()):
-        arr = to_uint8(batch)
-        for b in range(B):
-            pinned = ((arr[b] == 0) | (arr[b] == 255)).any(-1)
-            axes[2 * b, j].imshow(arr[b], interpolation="nearest")
-            axes[2 * b + 1, j].imshow(pinned, cmap="cividis", vmin=0, vmax=1, interpolation="nearest")
-            axes[2 * b + 1, j].set_xlabel(f"{pinned.mean():.0%} of pixels at ±1", fontsize=7, labelpad=1)
-            if b == 0:
-                axes[0, j].set_title(label, fontsize=8)
-    for ax in axes.flat:
-        ax.set_xticks([]), ax.set_yticks([])
-    fig.suptitle(title or "samples (top) and their pixels at exactly ±1 (yellow)", fontsize=9)
-    fig.tight_layout(pad=0.4)
-    return fig
-
-
-def x0_histograms(trajectories, steps, bins: int = 60, lim: float | None = None):
-    """Predicted x0 before (grey) and after (colour) thresholding: one row per trajectory (from
-    evaluate.x0_trajectory, one per method), one column per sampling step; dashed lines at +-1."""
-    fig, axes = plt.subplots(len(trajectories), len(steps), figsize=(1.9 * len(steps), 1.35 * len(trajectories)),
-                             squeeze=False, sharex=True)
-    lim = lim or max(float(tr["x0_raw"][list(steps)].abs().max()) for tr in trajectories)
-    edges = np.linspace(-lim, lim, bins + 1)
-    for i, tr in enumerate(trajectories):
-        for j, step in enumerate(steps):
-            ax = axes[i, j]
-            ax.hist(tr["x0_raw"][step].flatten().numpy(), edges, color="0.6", label="raw x0")
-            ax.hist(tr["x0"][step].flatten().numpy(), edges, color=f"C{i}", alpha=0.7, label="thresholded")
-            for v in (-1, 1):
-                ax.axvline(v, color="k", lw=0.6, ls="--")
-            ax.set_yscale("log"), ax.tick_params(labelsize=6)
-            if i == 0:
-                ax.set_title(f"step {step} (t = {float(tr['t'][step]):.2f})", fontsize=8)
-            if j == 0:
-                ax.set_ylabel(tr["method"], fontsize=8)
-    axes[0, -1].legend(fontsize=6)
-    fig.suptitle(f"predicted x0 at w = {trajectories[0]['guidance_scale']:g}: raw (grey) vs thresholded", fontsize=9)
-    fig.tight_layout(pad=0.3)
-    return fig
-
-
 def trajectory_figure(traj, step: int, size: float = 1.1):
     """One sampling step of an x0_trajectory: x_t, the raw predicted x0 (shown clipped, its range in
     the title), the thresholded x0 for each caption, and the histogram of raw vs thresholded x0."""

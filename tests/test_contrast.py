@@ -96,3 +96,12 @@ def test_exact_denoiser_shows_static_over_saturating_and_the_default_keeping_the
     static, default = contrast(10.0, "static"), contrast(10.0, "dynamic")
     imagen = contrast(10.0, "dynamic", percentile=0.995, cap=None)
     assert static > look + 0.1 and abs(default - look) < 0.1 and imagen < look - 0.2
+
+
+def test_sample_loop_takes_a_thresholding_function():
+    """Notebook 07 samples with the learner's threshold: a function x0 -> x0 in place of a rule's name."""
+    exact, _ = exact_world([1.0])
+    labels = torch.arange(4)
+    run = lambda th: D.sample_loop(exact.model_fn(labels, 5.0), (4, 3, 32, 32), steps=5, objective="x0", thresholding=th,
+                                   generator=torch.Generator().manual_seed(0))
+    assert torch.equal(run(lambda x0: D.dynamic_threshold(x0, D.DYNAMIC_PERCENTILE, D.DYNAMIC_CAP)), run("dynamic"))

@@ -256,3 +256,22 @@ def test_karras_is_second_order_on_the_exact_ode():
                              thresholding="none", generator=torch.Generator().manual_seed(4)).double() - exact).abs().max()
               for steps in (10, 20)]
     assert errors[1] < 0.05 and errors[0] / errors[1] > 3.5
+
+
+# ---------------------------------------------------------------- after Imagen: rescale, projected, interval guidance
+def test_guidance_variants_against_closed_forms():
+    g = torch.Generator().manual_seed(3)
+    c, u = torch.randn(2, 3, 4, 4, generator=g), torch.randn(2, 3, 4, 4, generator=g)
+    cfg = D.classifier_free_guidance(c, u, 7.0)
+    assert torch.allclose(D.cfg_rescale(c, u, 7.0, phi=0.0), cfg, atol=1e-6)          # phi = 0: plain guidance
+    full = D.cfg_rescale(c, u, 7.0, phi=1.0)                                          # phi = 1: the conditional's std
+    assert torch.allclose(full.flatten(1).std(1), c.flatten(1).std(1), atol=1e-5)
+    assert torch.allclose(D.projected_guidance(c, u, 7.0, eta=1.0), cfg, atol=1e-5)   # eta = 1: plain guidance
+    update = D.projected_guidance(c, u, 7.0, eta=0.0) - c                           # eta = 0: orthogonal to x_c
+    assert (update * c).flatten(1).sum(1).abs().max() < 1e-4
+    t = torch.tensor([0.1, 0.5, 0.9])
+    assert torch.allclose(D.t_from_log_snr(D.cosine_log_snr(t)), t, atol=1e-5)
+    c3, u3 = torch.randn(3, 2, generator=g), torch.randn(3, 2, generator=g)
+    out = D.interval_guidance(c3, u3, 7.0, D.cosine_log_snr(t))
+    assert torch.allclose(out[0], c3[0]) and torch.allclose(out[2], c3[2])           # outside (0.2, 0.8): w = 1
+    assert torch.allclose(out[1], u3[1] + 7.0 * (c3[1] - u3[1]))

@@ -810,3 +810,32 @@ def test_try_cascade_check():
     for wrong, hint in ((uncaught, "catch it"), (always_none, "return the error's message")):
         with pytest.raises(ExerciseError, match=hint):
             check_try_cascade(wrong)
+
+
+# ---------------------------------------------------------------- use: a wrong answer never stops Run All
+def test_use_runs_the_learners_function_only_when_it_passes(capsys):
+    """exercises.use (notebook 07): the stub, a wrong answer and a crashing answer each fall back to the reference,
+    the last two behind a banner that names the failure; a right answer is what the notebook runs from then on."""
+    from minimagen.exercises import use
+
+    def stub(x0, p, cap):
+        raise NotImplementedError
+
+    def wrong(x0, p, cap):  # forgets s >= 1: stretches samples already in range
+        s = torch.quantile(x0.abs().flatten(1), p, dim=1).clamp(max=cap).view(-1, 1, 1, 1)
+        return x0.clamp(-s, s) / s
+
+    def crashing(x0, p, cap):
+        return x0.clamp(-1, 1).view(3)  # a shape error inside the learner's code
+
+    def right(x0, p, cap):
+        return D.dynamic_threshold(x0, p, cap)
+
+    assert use("1", stub, check_dynamic_threshold, D.dynamic_threshold) is D.dynamic_threshold
+    assert "not written yet" in capsys.readouterr().out
+    for bad, why in ((wrong, "s must be at least 1"), (crashing, "RuntimeError")):
+        assert use("1", bad, check_dynamic_threshold, D.dynamic_threshold) is D.dynamic_threshold
+        out = capsys.readouterr().out
+        assert "YOUR FUNCTION FAILED" in out and why in out
+    assert use("1", right, check_dynamic_threshold, D.dynamic_threshold) is right
+    assert "your answer passes" in capsys.readouterr().out
