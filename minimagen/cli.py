@@ -15,7 +15,11 @@ from pathlib import Path
 from .diffusion import DYNAMIC_CAP, DYNAMIC_PERCENTILE
 from .errors import MinimagenError
 
-DEMO_CONTRAST = ["a large red circle", "a large teal square", "a large yellow triangle", "a large purple circle"]
+# the contrast world's demo captions: random.Random(0).sample(all_captions("train", world="contrast"), 6), drawn once
+# (not chosen by how they look; tests/test_contrast.py checks the draw); the first six of the benchmark's captions
+DEMO_CONTRAST = ["a pink square to the left of an orange square", "a pink square above a red triangle",
+                 "a red circle above a yellow triangle", "a large pink triangle",
+                 "a teal square to the left of an orange triangle", "an orange triangle above a green triangle"]
 DEMO_CAPTIONS = ["a large red circle", "a small teal square", "a large orange triangle", "a green circle above a pink square",
                  "a purple circle to the left of a yellow triangle", "a blue triangle to the left of a red square"]
 
@@ -105,7 +109,7 @@ def cmd_demo(args):
     rows.update({f"{m}": contrast.sample(DEMO_CONTRAST, guidance_scale=args.guidance, thresholding=m, steps=args.steps, seed=0)
                  for m in ("none", "static", "dynamic")})
     thresholding_figure(rows, DEMO_CONTRAST, args.guidance, out / "thresholding.png",
-                        "\nstatic over-saturates; dynamic keeps w = 1's look")
+                        " in the contrast world\n(static clipping over-saturates; dynamic thresholding keeps w = 1's look)")
     print(f"wrote {out / 'thresholding.png'}: the contrast world at w = {args.guidance:g}; contrast read back "
           "(1 = the data's middle), alignment")
     for m, x in rows.items():

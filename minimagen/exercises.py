@@ -25,32 +25,23 @@ class ExerciseError(AssertionError):
 
 
 def attempt(name: str, fn, check, reference):
-    """Check the learner's `fn`; on the stub, say so and check `reference` in its place."""
+    """Check the learner's `fn` and return what the notebook runs from here on: the check's result for yours if it
+    passes (or `fn` itself, for a check that returns nothing); otherwise the same for the reference. A stub says so in
+    one line; a wrong or crashing answer falls back behind a banner with the check's diagnosis. It never raises, so a
+    wrong answer never stops Run All: fix yours and rerun from this cell to run the rest on your own code."""
     try:
         result = check(fn)
+        print(f"exercise {name}: your answer passes; the notebook runs on it from here on")
+        return fn if result is None else result
     except NotImplementedError:
-        print(f"exercise {name}: not written yet, so the reference ran in its place; write yours in the cell above "
+        print(f"exercise {name}: not written yet, so the reference runs in its place; write yours in the cell above "
               "and rerun this one")
-        return check(reference)
-    print(f"exercise {name}: your answer passes")
-    return result
-
-
-def use(name: str, fn, check, reference):
-    """The function the rest of the notebook runs: yours if it passes `check`, else the reference, behind a banner
-    that says why. A wrong answer never stops Run All; fix yours and rerun from here to run on your own code."""
-    try:
-        check(fn)
-    except NotImplementedError:
-        print(f"exercise {name}: not written yet, so the notebook runs on the reference from here on")
-        return reference
     except Exception as e:  # a wrong answer (ExerciseError) or a crash inside it (a shape error, a typo)
         why = str(e) if isinstance(e, ExerciseError) else f"{type(e).__name__}: {e}"
-        print(f"{'=' * 80}\nexercise {name}: YOUR FUNCTION FAILED, so the notebook runs on the reference from here on.\n"
+        print(f"{'=' * 80}\nexercise {name}: YOUR FUNCTION FAILED, so the reference runs in its place from here on.\n"
               f"  {why}\n{'=' * 80}")
-        return reference
-    print(f"exercise {name}: your answer passes; the notebook runs on your function from here on")
-    return fn
+    result = check(reference)
+    return reference if result is None else result
 
 
 def check_dynamic_threshold(fn) -> None:

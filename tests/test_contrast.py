@@ -105,3 +105,8 @@ def test_sample_loop_takes_a_thresholding_function():
     run = lambda th: D.sample_loop(exact.model_fn(labels, 5.0), (4, 3, 32, 32), steps=5, objective="x0", thresholding=th,
                                    generator=torch.Generator().manual_seed(0))
     assert torch.equal(run(lambda x0: D.dynamic_threshold(x0, D.DYNAMIC_PERCENTILE, D.DYNAMIC_CAP)), run("dynamic"))
+
+
+def test_the_demo_captions_are_a_seeded_draw_not_a_choice():
+    from minimagen.cli import DEMO_CONTRAST
+    assert DEMO_CONTRAST == random.Random(0).sample(data.all_captions("train", world="contrast"), 6)
