@@ -148,18 +148,18 @@ def evaluate_phase(args):
             print(f"w={w:<4g} {rule[0]:<24} contrast {row['contrast']:.3f} ({row['contrast_minus_w1']:+.3f} ± "
                   f"{row['contrast_minus_w1_se']:.3f} vs w=1)  background |x| {row['background_abs_minus_w1']:+.3f}  "
                   f"pinned {row['pinned']:.3f}  alignment {row['alignment']:.3f}", flush=True)
-    write(rows, "evaluate")
+    write(rows, "evaluate" + args.tag)
     w10 = {r["rule"]: r for r in rows if r["guidance_scale"] == 10.0}
     d, st = w10["default p0.9 cap1.5"], w10["static"]
     print(f"w = 10, paired over {d['n_images']} images: static - w1 contrast {st['contrast_minus_w1']:+.3f} ± "
           f"{st['contrast_minus_w1_se']:.3f}; default - w1 {d['contrast_minus_w1']:+.3f} ± {d['contrast_minus_w1_se']:.3f}; "
           f"default - static {d['contrast_minus_static']:+.3f} ± {d['contrast_minus_static_se']:.3f}; alignment default - static "
           f"{d['alignment_minus_static']:+.3f} ± {d['alignment_minus_static_se']:.3f}")
-    figure(rows, HERE / "contrast_world.png")
+    figure(rows, HERE / f"contrast_world{args.tag}.png")
     grid_figure({"w = 1": sample_scores(model, captions[:6], 1.0, RULES[2], args.seeds[:1])[0], **grid},
                 [c if len(c) < 28 else c[:26] + "…" for c in captions[:6]],
                 title="contrast32.pt at w = 10, one row per rule, the same noise in every row (benchmarks/contrast_world.py)",
-                path=HERE / "contrast_world_samples.png")
+                path=HERE / f"contrast_world_samples{args.tag}.png")
     print(f"evaluate: {time.time() - start:.0f} s on {machine()}")
 
 
@@ -277,6 +277,7 @@ def main():
     ap.add_argument("phase", choices=("exact", "evaluate", "select", "after"))
     ap.add_argument("--checkpoint", default=str(CKPTS / "contrast32.pt"))
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 0-3 (evaluate), 0-1 (select)")
+    ap.add_argument("--tag", default="", help="evaluate: a suffix for its files (another checkpoint's run)")
     ap.add_argument("--ws", type=float, nargs="+", default=[10.0, 15.0], help="select: the guidance scales")
     args = ap.parse_args()
     args.seeds = args.seeds or ([0, 1, 2, 3] if args.phase in ("evaluate", "after") else [0, 1])

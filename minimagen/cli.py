@@ -72,7 +72,9 @@ def cmd_demo(args):
     """Load the shipped toy cascade, fine-tune its base briefly on this machine, sample a grid and
     compare none / static / dynamic thresholding at a high guidance scale."""
     import torch
-    from .data import DATA_DIR
+    from . import diffusion as D
+    from .data import DATA_DIR, load_spec
+    from .exact import contrast_set
     from .imagen import load_cascade
     from .metrics import alignment_accuracy, detail_scores
     from .plot import save_grid, thresholding_figure
@@ -109,13 +111,23 @@ def cmd_demo(args):
     rows.update({f"{m}": contrast.sample(DEMO_CONTRAST, guidance_scale=args.guidance, thresholding=m, steps=args.steps, seed=0)
                  for m in ("none", "static", "dynamic")})
     thresholding_figure(rows, DEMO_CONTRAST, args.guidance, out / "thresholding.png",
-                        " in the contrast world\n(static clipping over-saturates; dynamic thresholding keeps w = 1's look)")
-    print(f"wrote {out / 'thresholding.png'}: the contrast world at w = {args.guidance:g}; contrast read back "
-          "(1 = the data's middle), alignment")
+                        " in the contrast world\nthe shipped contrast32 (w = 1 on top: the same noise without guidance)")
+    print(f"wrote {out / 'thresholding.png'}: the shipped contrast32 at w = {args.guidance:g} (compare each row with w = 1's)")
     for m, x in rows.items():
         detail = detail_scores(x, DEMO_CONTRAST, contrast_world=True)
-        print(f"  {m:>8}: contrast {detail['contrast'].nanmean().item():.2f}, alignment "
+        print(f"  {m:>8}: objects' contrast {detail['contrast'].nanmean().item():.2f}, background brightness "
+              f"{x.mean().item():+.2f}, pixels at ±1 {(x.abs() > 0.98).float().mean().item():.1%}, alignment "
               f"{alignment_accuracy(x, DEMO_CONTRAST):.0%}")
+    # the same comparison with a perfect denoiser (minimagen/exact.py: no model error), where the effect is plain
+    perfect, contrast_of, exact_captions = contrast_set(torch.linspace(*load_spec()["contrast"]["range"], 16))
+    labels = torch.arange(len(exact_captions))
+    run = lambda w, m: D.sample_loop(perfect.model_fn(labels, w), (len(labels), *perfect.shape), steps=25, objective="x0",
+                                     thresholding=m, generator=torch.Generator().manual_seed(0))
+    exact_rows = {"w = 1": run(1.0, "static"), **{m: run(args.guidance, m) for m in ("none", "static", "dynamic")}}
+    thresholding_figure(exact_rows, exact_captions, args.guidance, out / "thresholding_exact.png",
+                        " in the contrast world\nwith a perfect denoiser (no training): static over-saturates, dynamic keeps w = 1's look")
+    print(f"wrote {out / 'thresholding_exact.png'}: the same with a perfect denoiser; contrast of the nearest data image: "
+          + ", ".join(f"{m} {contrast_of[perfect.nearest(x)].mean().item():.2f}" for m, x in exact_rows.items()))
     print(f"demo done in {time.time() - start:.0f} s")
 
 
