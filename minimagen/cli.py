@@ -72,9 +72,8 @@ def cmd_demo(args):
     """Load the shipped toy cascade, fine-tune its base briefly on this machine, sample a grid and
     compare none / static / dynamic thresholding at a high guidance scale."""
     import torch
-    from . import diffusion as D
     from .data import DATA_DIR, load_spec
-    from .exact import contrast_set
+    from .exact import contrast_set, guided_samples
     from .imagen import load_cascade
     from .metrics import alignment_accuracy, detail_scores
     from .plot import save_grid, thresholding_figure
@@ -108,7 +107,7 @@ def cmd_demo(args):
     # turns that push into over-saturation; dynamic thresholding keeps w = 1's look (notebook 07)
     contrast = load_cascade([ckpts / "contrast32.pt"])
     rows = {"w = 1": contrast.sample(DEMO_CONTRAST, guidance_scale=1.0, steps=args.steps, seed=0)}
-    rows.update({f"{m}": contrast.sample(DEMO_CONTRAST, guidance_scale=args.guidance, thresholding=m, steps=args.steps, seed=0)
+    rows.update({m: contrast.sample(DEMO_CONTRAST, guidance_scale=args.guidance, thresholding=m, steps=args.steps, seed=0)
                  for m in ("none", "static", "dynamic")})
     thresholding_figure(rows, DEMO_CONTRAST, args.guidance, out / "thresholding.png",
                         " in the contrast world\nthe shipped contrast32 (w = 1 on top: the same noise without guidance)")
@@ -120,9 +119,7 @@ def cmd_demo(args):
               f"{alignment_accuracy(x, DEMO_CONTRAST):.0%}")
     # the same comparison with a perfect denoiser (minimagen/exact.py: no model error), where the effect is plain
     perfect, contrast_of, exact_captions = contrast_set(torch.linspace(*load_spec()["contrast"]["range"], 16))
-    labels = torch.arange(len(exact_captions))
-    run = lambda w, m: D.sample_loop(perfect.model_fn(labels, w), (len(labels), *perfect.shape), steps=25, objective="x0",
-                                     thresholding=m, generator=torch.Generator().manual_seed(0))
+    run = lambda w, m: guided_samples(perfect, w, m, per_label=1)[0]  # one sample per caption, the same noise
     exact_rows = {"w = 1": run(1.0, "static"), **{m: run(args.guidance, m) for m in ("none", "static", "dynamic")}}
     thresholding_figure(exact_rows, exact_captions, args.guidance, out / "thresholding_exact.png",
                         " in the contrast world\nwith a perfect denoiser (no training): static over-saturates, dynamic keeps w = 1's look")

@@ -8,15 +8,19 @@ x_t = alpha x_0 + sigma eps is the posterior mean [Tweedie; Karras et al. 2022, 
 and the unconditional prediction is the same sum over every i. A trained model can only approximate this;
 guiding and thresholding the exact one shows what the *data* makes a rule do, with no model error in the way.
 `model_fn` plugs it into `diffusion.sample_loop` with objective "x0", so the sampler, the guidance and the
-thresholding are the package's own (or the learner's, through `guided_x0`).
+thresholding are the package's own (or the learner's: `text_model_fn` answers notebook 07's guided x0-hat).
 """
+import random
+
 import torch
 
+from . import data
 from . import diffusion as D
 
 
 class ExactDenoiser:
-    """images [N, C, H, W] in [-1, 1] with integer labels [N] (one per caption); chunked over the batch."""
+    """images [N, C, H, W] in [-1, 1] with integer labels [N] (one per caption). Every call compares the batch
+    with all N images at once ([B, N] logits): meant for sets of hundreds, not a dataset."""
 
     def __init__(self, images: torch.Tensor, labels):
         self.images = images.float().flatten(1)  # [N, D]
@@ -53,9 +57,6 @@ class ExactDenoiser:
 def contrast_set(contrasts, n_captions: int = 6, seeds: int = 3, size: int = 32):
     """A finite contrast world for ExactDenoiser: renders of n one-object training captions x seeds x contrasts.
     -> (ExactDenoiser, each image's contrast [N], the captions)."""
-    import random
-
-    from . import data
     captions = random.Random(0).sample([c for c in data.all_captions("train") if len(c.split()) == 4], n_captions)
     images, labels, levels = [], [], []
     for k, caption in enumerate(captions):

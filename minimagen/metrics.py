@@ -236,24 +236,27 @@ def alignment_accuracy(images: torch.Tensor, captions: list[str]) -> float:
 def object_profile(obj: dict, color: str, size: int, texture: str | None = None) -> torch.Tensor:
     """Luminance [size, size] (0..255) a real render gives an object of this colour, shape, size and
     place (data.shading), or with this texture (regime B: on the image grid, so the place does not
-    matter): the reference a sample's detail is compared with. detect() reports the centroid; a
-    triangle's dome is centred on its bounding box, 0.29 half-sizes above the centroid."""
+    matter): the reference a sample's detail is compared with."""
     if texture is not None:
         return torch.from_numpy(data.object_paint(dict(color=color, texture=texture), size).mean(-1))
-    (cx, cy), half = obj["center"], obj["half_size"]
-    lift = half * math.sqrt(3) / 6 if obj["shape"] == "triangle" else 0.0
-    k, t = data.shading(dict(shape=obj["shape"], center=(cx, cy - lift), half_size=half), size)
+    k, t = data.shading(_dome_of(obj), size)
     base = float(np.mean(load_spec()["colors"][color]))
     return torch.from_numpy((1 - t) * k * base + 255 * t)[..., 0]
+
+
+def _dome_of(obj: dict) -> dict:
+    """The scene object a detected one was drawn from: detect() reports the centroid, and a triangle's dome is
+    centred on its bounding box, 0.29 half-sizes above the centroid."""
+    (cx, cy), half = obj["center"], obj["half_size"]
+    lift = half * math.sqrt(3) / 6 if obj["shape"] == "triangle" else 0.0
+    return dict(shape=obj["shape"], center=(cx, cy - lift), half_size=half)
 
 
 def object_paint_at(obj: dict, color: str, size: int) -> np.ndarray:
     """RGB [size, size, 3] (0..255) a real render paints a lit solid found by detect() (see object_profile),
     shaded at SHADE_SIZE and box-filtered down exactly as data.render_scene does."""
-    (cx, cy), half = obj["center"], obj["half_size"]
-    lift = half * math.sqrt(3) / 6 if obj["shape"] == "triangle" else 0.0
     f = max(1, data.SHADE_SIZE // size)
-    paint = data.object_paint(dict(shape=obj["shape"], center=(cx, cy - lift), half_size=half, color=color), size * f)
+    paint = data.object_paint(dict(_dome_of(obj), color=color), size * f)
     return paint.reshape(size, f, size, f, 3).mean((1, 3))
 
 
