@@ -32,7 +32,6 @@ column, one rule per row, at w = 10).
 """
 import argparse
 import csv
-import random
 import sys
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ import torch
 
 from minimagen import data, metrics
 from minimagen import diffusion as D
+from minimagen.device import describe_machine
 from minimagen.exact import contrast_set, full_frame_set, guided_samples
 from minimagen.imagen import load_cascade
 from minimagen.plot import grid_figure
@@ -55,12 +55,6 @@ CKPTS = data.DATA_DIR / "checkpoints"
 # (label, thresholding, percentile, cap): the rules every phase compares
 RULES = (("none", "none", 0.9, None), ("static", "static", 0.9, None), ("default p0.9 cap1.5", "dynamic", 0.9, 1.5),
          ("p0.9 uncapped", "dynamic", 0.9, None), ("Imagen p0.995 uncapped", "dynamic", 0.995, None))
-
-
-def machine() -> str:
-    model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?") \
-        if Path("/proc/cpuinfo").exists() else "?"
-    return f"{model}, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def mean_se(v) -> tuple[float, float]:
@@ -160,7 +154,7 @@ def evaluate_phase(args):
                 [c if len(c) < 28 else c[:26] + "…" for c in captions[:6]],
                 title="contrast32.pt at w = 10, one row per rule, the same noise in every row (benchmarks/contrast_world.py)",
                 path=HERE / f"contrast_world_samples{args.tag}.png")
-    print(f"evaluate: {time.time() - start:.0f} s on {machine()}")
+    print(f"evaluate: {time.time() - start:.0f} s on {describe_machine()}, torch {torch.__version__}")
 
 
 def figure(rows, path):
