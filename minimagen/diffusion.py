@@ -12,24 +12,29 @@ Read it next to the papers:
 Time is continuous, t in [0, 1] (t=0 data, t=1 noise). A schedule is a function t -> log-SNR
 lambda(t) = log(alpha^2 / sigma^2) with alpha^2 + sigma^2 = 1 (variance preserving). Because the
 model is conditioned on lambda, not on a step index, the number of sampling steps (25, 50, 1000)
-is chosen at sample time without retraining. Every function here is a pure function of tensors.
+is chosen at sample time without retraining. Every function here is a pure function of tensors: the
+arguments are checked once where they come in (Imagen.sample, Imagen.loss, inpaint, TrainConfig;
+minimagen/checks.py), not at every step of the sampler.
 """
 import math
-import numbers
 
 import torch
 
-from .checks import NETWORK_NAN_FIX, at_least_float32, check_choice, check_per_sample, check_tensor, check_time
-from .errors import MinimagenError
+from .checks import check_choice
 
 LOG_SNR_MIN, LOG_SNR_MAX = -20.0, 20.0  # alpha(t=1) ~ 4.5e-5: pure noise to float precision
 
 
 # ---------------------------------------------------------------- schedules: t -> log-SNR
+def _as_time(t):
+    """A number or a tensor -> a float tensor (float32, or float64 if given)."""
+    return t if torch.is_tensor(t) and t.dtype == torch.float64 else torch.as_tensor(t).float()
+
+
 def cosine_log_snr(t, s: float = 0.008):
     """Cosine schedule [Nichol & Dhariwal 2021]: alpha_bar = cos^2(pi/2 (t+s)/(1+s)),
     so SNR = alpha_bar / (1 - alpha_bar) = 1 / tan^2(.) and lambda = -2 log tan(.)."""
-    t = check_time(t)
+    t = _as_time(t)
     angle = (math.pi / 2 * (t + s) / (1 + s)).clamp(max=math.pi / 2 - 1e-5)  # tan(pi/2) = inf
     return (-2 * torch.log(torch.tan(angle))).clamp(LOG_SNR_MIN, LOG_SNR_MAX)
 
@@ -37,7 +42,7 @@ def cosine_log_snr(t, s: float = 0.008):
 def linear_log_snr(t):
     """DDPM's linear betas (1e-4 .. 0.02 over 1000 steps) in continuous time [VDM, App. I]:
     alpha_bar = exp(-(1e-4 t + 10 t^2)), so lambda = -log(expm1(1e-4 + 10 t^2))."""
-    t = check_time(t)
+    t = _as_time(t)
     return (-torch.log(torch.expm1(1e-4 + 10 * t**2))).clamp(LOG_SNR_MIN, LOG_SNR_MAX)
 
 
@@ -61,11 +66,6 @@ def alpha_sigma(log_snr):
 # ---------------------------------------------------------------- forward process q(x_t | x_0)
 def q_sample(x0, log_snr, noise):
     """x_t = alpha_t x_0 + sigma_t eps,  eps ~ N(0, I)   [DDPM Eq. 4]."""
-    x0 = at_least_float32(check_tensor(x0, "x0", min_dim=1))
-    noise = at_least_float32(check_tensor(noise, "noise", min_dim=1))
-    if noise.shape != x0.shape:
-        raise MinimagenError(f"noise has shape {tuple(noise.shape)} but x0 has {tuple(x0.shape)}: draw it with torch.randn_like(x0).")
-    log_snr = check_per_sample(log_snr, x0, "log_snr")
     alpha, sigma = alpha_sigma(log_snr)
     return _bcast(alpha, x0) * x0 + _bcast(sigma, x0) * noise
 
@@ -100,27 +100,22 @@ OBJECTIVES = ("eps", "v", "x0")
 
 def training_target(objective: str, x0, eps, log_snr):
     """What the network learns to output for each parameterisation."""
-    targets = {"eps": lambda: eps, "x0": lambda: x0, "v": lambda: v_target(x0, eps, log_snr)}
-    return targets[check_choice(objective, OBJECTIVES, "objective")]()
+    if objective == "v":
+        return v_target(x0, eps, log_snr)
+    if objective == "eps":
+        return eps
+    check_choice(objective, OBJECTIVES, "objective")  # only "x0" is left
+    return x0
 
 
 def prediction_to_x0(objective: str, pred, x_t, log_snr):
     """Turn the network output into a prediction of the clean image x_0."""
-    check_choice(objective, OBJECTIVES, "objective")
-    x_t = at_least_float32(check_tensor(x_t, "x_t", min_dim=1))
-    pred = at_least_float32(check_tensor(pred, "pred", 1, NETWORK_NAN_FIX))
-    if pred.shape != x_t.shape:
-        raise MinimagenError(f"the network predicted shape {tuple(pred.shape)} for x_t of shape {tuple(x_t.shape)}: "
-                             "model_fn must return one value per element of x_t.")
-    log_snr = check_per_sample(log_snr, x_t, "log_snr")
-    if ((log_snr < LOG_SNR_MIN) | (log_snr > LOG_SNR_MAX)).any():  # x_0 = (x_t - sigma eps) / alpha: alpha -> 0
-        raise MinimagenError(f"log_snr must lie in [{LOG_SNR_MIN:g}, {LOG_SNR_MAX:g}], the schedules' range: compute it "
-                             "with get_schedule(name)(t) for t in [0, 1].")
     if objective == "eps":
         return predict_x0_from_eps(x_t, log_snr, pred)
     if objective == "v":
         return predict_x0_from_v(x_t, log_snr, pred)
-    return pred  # objective "x0"
+    check_choice(objective, OBJECTIVES, "objective")  # only "x0" is left
+    return pred
 
 
 # ---------------------------------------------------------------- posterior q(x_s | x_t, x_0), s < t
@@ -138,7 +133,7 @@ def q_posterior(x0, x_t, log_snr_t, log_snr_s):
 # ---------------------------------------------------------------- x_0 thresholding [Imagen Sec. 2.3]
 def static_threshold(x0):
     """Static thresholding: clip x_0 to [-1, 1], the range of the training data."""
-    return check_tensor(x0, "x0").clamp(-1.0, 1.0)
+    return x0.clamp(-1.0, 1.0)
 
 
 # Defaults chosen by `benchmarks/guidance_thresholding.py select` on the shaded data (benchmarks/README.md): the most
@@ -152,18 +147,10 @@ IMAGEN_PERCENTILE, IMAGEN_CAP = 0.995, None
 IF_PERCENTILE, IF_CAP = 0.95, 1.5
 
 
-def _check_dynamic_args(percentile, cap):
-    if not (isinstance(percentile, numbers.Real) and not isinstance(percentile, bool) and 0.0 < percentile <= 1.0):
-        raise MinimagenError(f"percentile must be in (0, 1], got {percentile!r}: {DYNAMIC_PERCENTILE} is a good default.")
-    if cap is not None and not (isinstance(cap, numbers.Real) and not isinstance(cap, bool) and 1.0 <= cap < math.inf):
-        raise MinimagenError(f"cap must be None (no cap) or a number >= 1, got {cap!r}: {DYNAMIC_CAP} is a good default.")
-
-
 def dynamic_threshold_scale(x0, percentile: float = DYNAMIC_PERCENTILE, cap: float | None = DYNAMIC_CAP):
     """s [B] of dynamic thresholding: the percentile of |x_0| over each sample's pixels, at least 1,
     at most `cap` (None: no cap)."""
-    _check_dynamic_args(percentile, cap)
-    flat = check_tensor(x0, "x0", min_dim=1).detach().reshape(x0.shape[0], -1).abs().float()  # float32, also under bf16
+    flat = x0.detach().reshape(x0.shape[0], -1).abs().float()  # float32, also under bf16
     return torch.quantile(flat, float(percentile), dim=1).clamp(min=1.0, max=cap)
 
 
@@ -181,8 +168,7 @@ def dynamic_threshold(x0, percentile: float = DYNAMIC_PERCENTILE, cap: float | N
     beyond cap are clipped, the rest divided by at most cap: detail inside [-cap, cap] survives.
     cap = 1 is static clipping; cap = None is the paper's uncapped rule.
     p = 0.995 is diffusers' default; imagen-pytorch uses 0.95 (it was 0.9), MinImagen 0.9."""
-    _check_dynamic_args(percentile, cap)
-    if check_tensor(x0, "x0", min_dim=1).numel() == 0:
+    if x0.numel() == 0:
         return x0  # nothing to rescale (quantile of nothing is undefined)
     s = _bcast(dynamic_threshold_scale(x0, percentile, cap), x0)
     return x0.clamp(-s, s) / s
@@ -193,11 +179,12 @@ THRESHOLDING = ("none", "static", "dynamic")
 
 def threshold(x0, method: str = "dynamic", percentile: float = DYNAMIC_PERCENTILE, cap: float | None = DYNAMIC_CAP):
     """Apply one of Imagen's three choices to a predicted x_0."""
-    if check_choice(method, THRESHOLDING, "thresholding") == "none":
-        return check_tensor(x0, "x0")
+    if method == "dynamic":
+        return dynamic_threshold(x0, percentile, cap)
     if method == "static":
         return static_threshold(x0)
-    return dynamic_threshold(x0, percentile, cap)
+    check_choice(method, THRESHOLDING, "thresholding")  # only "none" is left
+    return x0
 
 
 # ---------------------------------------------------------------- classifier-free guidance
@@ -205,19 +192,12 @@ def classifier_free_guidance(pred_cond, pred_uncond, guidance_scale: float):
     """eps = eps_uncond + w (eps_cond - eps_uncond)  [Imagen Eq. 2 in the w = 1 + w_paper form;
     Ho & Salimans 2021]. w = 1: plain conditional model; w = 0: unconditional; w > 1: guided.
     Linear in the prediction, so it is the same whether the net predicts eps, v or x_0."""
-    pred_cond = at_least_float32(check_tensor(pred_cond, "pred_cond", nonfinite_fix=NETWORK_NAN_FIX))
-    pred_uncond = at_least_float32(check_tensor(pred_uncond, "pred_uncond", nonfinite_fix=NETWORK_NAN_FIX))
-    if pred_cond.shape != pred_uncond.shape:
-        raise MinimagenError(f"pred_cond {tuple(pred_cond.shape)} and pred_uncond {tuple(pred_uncond.shape)} differ in "
-                             "shape: split one batched prediction with .chunk(2).")
-    if not (isinstance(guidance_scale, numbers.Real) and math.isfinite(guidance_scale)):
-        raise MinimagenError(f"guidance_scale must be a finite number (1 = no guidance, 3-7.5 typical), got {guidance_scale!r}.")
     return pred_uncond + guidance_scale * (pred_cond - pred_uncond)
 
 
 # ---------------------------------------------------------------- after Imagen: three other answers to over-saturation
 # Each takes the two x_0 predictions (or eps / v) and returns the guided one, as classifier_free_guidance does;
-# notebook 07 measures them beside thresholding. Pure tensor functions, no checks: the sampler's callers check.
+# notebook 07 measures them beside thresholding.
 def cfg_rescale(pred_cond, pred_uncond, guidance_scale: float, phi: float = 0.7):
     """CFG-rescale [Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed", Eq. 15-16]:
     guide, then scale the result back to the conditional prediction's standard deviation (per sample), and mix:
@@ -258,8 +238,6 @@ def interval_guidance(pred_cond, pred_uncond, guidance_scale: float, log_snr, t_
 # ---------------------------------------------------------------- samplers
 def sampling_log_snrs(steps: int, schedule: str = "cosine", device="cpu"):
     """steps + 1 log-SNR values from t = 1 (noise) to t = 0 (data), equally spaced in t."""
-    if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps <= 0:
-        raise MinimagenError(f"steps must be a positive integer, got {steps!r}: try 50 for DDIM, 250 for DDPM.")
     return get_schedule(schedule)(torch.linspace(1.0, 0.0, int(steps) + 1, device=device))
 
 
@@ -285,10 +263,6 @@ def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7
     """steps + 1 noise levels for the Karras sampler, sigma_max down to sigma_min, then 0 [EDM Eq. 5]:
         sigma_i = (sigma_max^(1/rho) + i/(steps-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho,  sigma_steps = 0.
     Evenly spaced in sigma^(1/rho): rho = 7 puts most steps at low noise, where their errors would show."""
-    if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps <= 0:
-        raise MinimagenError(f"steps must be a positive integer, got {steps!r}: try 25 for the Karras sampler.")
-    if not 0 < sigma_min < sigma_max:
-        raise MinimagenError(f"need 0 < sigma_min < sigma_max, got {sigma_min} and {sigma_max}: EDM uses 0.002 and 80.")
     ramp = torch.linspace(0, 1, int(steps), dtype=torch.float64)  # i / (steps - 1); [0] when steps = 1
     lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
     sigmas = (hi + ramp * (lo - hi)) ** rho
@@ -342,16 +316,6 @@ def karras_loop(denoise, noise, steps, schedule="cosine", callback=None):
 SAMPLERS = ("ddim", "ddpm", "karras")
 
 
-def _check_sampling_args(shape, objective, eta):
-    """sample_loop's arguments that the functions it calls do not check themselves."""
-    if not isinstance(shape, (tuple, list)) or not shape or \
-            not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0 for n in shape):
-        raise MinimagenError(f"shape must be a tuple of positive integers such as (B, 3, 32, 32), got {shape!r}.")
-    check_choice(objective, OBJECTIVES, "objective")
-    if not (isinstance(eta, numbers.Real) and 0 <= eta <= 1):
-        raise MinimagenError(f"eta must be a number in [0, 1] (0 = deterministic DDIM, 1 = ancestral), got {eta!r}.")
-
-
 @torch.no_grad()
 def sample_loop(model_fn, shape, steps=50, sampler="ddim", objective="eps", thresholding="dynamic",
                 percentile=DYNAMIC_PERCENTILE, schedule="cosine", eta=0.0, generator=None, device="cpu", callback=None,
@@ -364,14 +328,14 @@ def sample_loop(model_fn, shape, steps=50, sampler="ddim", objective="eps", thre
     `generator`, so a seed gives the same noise on every device.
     callback(i, log_snr, x_t, x0_raw, x0) is called at every step (for trajectories and plots).
     sampler "karras": Heun's method on Karras et al.'s sigmas (karras_loop): 2 * steps - 1 model calls,
-    deterministic (eta is ignored)."""
-    check_choice(sampler, SAMPLERS, "sampler")
+    deterministic (eta is ignored). No argument is checked here: Imagen.sample checks them once
+    (checks.check_sampling_args), and so can you before calling this directly."""
+    check_choice(sampler, SAMPLERS, "sampler")  # an unknown name would otherwise run DDIM
     if callable(thresholding):  # your own rule, x0 -> x0 (e.g. a learner's function)
         apply_threshold = thresholding
     else:
-        threshold(torch.zeros(1, 1), thresholding, percentile, cap)  # validate the names before any work
+        check_choice(thresholding, THRESHOLDING, "thresholding")
         apply_threshold = lambda x0: threshold(x0, thresholding, percentile, cap)
-    _check_sampling_args(shape, objective, eta)
 
     def randn():
         return torch.randn(shape, generator=generator).to(device)

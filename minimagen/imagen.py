@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import diffusion as D
-from .checks import check_choice
+from .checks import check_choice, check_finite, check_sampling_args
 from .data import shown_path
 from .device import autocast, resolve_bf16
 from .errors import MinimagenError
@@ -168,18 +168,11 @@ class Imagen(nn.Module):
             return D.classifier_free_guidance(cond.float(), uncond.float(), guidance_scale)
         return model_fn
 
-    @torch.no_grad()
-    def sample(self, captions, guidance_scale=3.0, thresholding="dynamic", percentile=D.DYNAMIC_PERCENTILE, steps=50,
-               sampler="ddim", seed=0, stages=None, lowres_images=None, lowres_aug_level=0.0,
-               return_all_stages=False, bf16=False, callback=None, cap=D.DYNAMIC_CAP):
-        """Caption(s) -> images in [-1, 1]: the base stage from noise, then each SR stage from the
-        stage before, its input noise-augmented at lowres_aug_level (0 = clean, the default: best for
-        the shipped SR stages in benchmarks/sr_stages.py and noise_aug.py; 1 = pure noise).
-        guidance_scale: one w for every stage, or a list with one per stage (base first).
-        stages: how many stages to run (default all). lowres_images: the input of an SR-only cascade.
-        steps / sampler / thresholding / percentile / cap apply to every stage (cap: the dynamic
-        threshold's ceiling on s, diffusers' sample_max_value; None = uncapped, as in the paper). Returns the last stage's
-        [B, 3, H, W], or the list of every stage's images with return_all_stages."""
+    def _check_sample_args(self, guidance_scale, thresholding, percentile, cap, steps, sampler, seed, stages,
+                           lowres_images, lowres_aug_level):
+        """Imagen.sample's arguments, checked once before any work -> (one guidance scale per stage, the number
+        of stages to run, the checked lowres_images or None)."""
+        check_sampling_args(steps, sampler, thresholding, percentile, cap)
         # one guidance scale per stage, as DeepFloyd IF samples (7 for its base, 4 for its SR stages): an SR
         # stage also has its input image to follow, and benchmarks/sr_stages.py measures what w does there
         n = len(self.unets)
@@ -196,15 +189,30 @@ class Imagen(nn.Module):
         if not isinstance(stages, numbers.Integral) or not 1 <= stages <= n:
             raise MinimagenError(f"stages={stages!r} is out of range: this cascade has {n} stage(s), so pass 1..{n} "
                                  "(or None for all).")
-        images = lowres_images
         if self.lowres_sizes[0] is not None:
-            if images is None:
+            if lowres_images is None:
                 raise MinimagenError(f"this cascade starts with a super-resolution stage: pass lowres_images "
                                      f"[B, 3, {self.lowres_sizes[0]}, {self.lowres_sizes[0]}] in [-1, 1] to upsample.")
-            images = check_images(images, self.lowres_sizes[0])
-        elif images is not None:  # it would be silently ignored
+            return scales, stages, check_images(lowres_images, self.lowres_sizes[0])
+        if lowres_images is not None:  # it would be silently ignored
             raise MinimagenError("this cascade starts with a base stage that samples from noise, so lowres_images would "
                                  "be ignored: drop it, or load the SR checkpoints alone to upsample your images.")
+        return scales, stages, None
+
+    @torch.no_grad()
+    def sample(self, captions, guidance_scale=3.0, thresholding="dynamic", percentile=D.DYNAMIC_PERCENTILE, steps=50,
+               sampler="ddim", seed=0, stages=None, lowres_images=None, lowres_aug_level=0.0,
+               return_all_stages=False, bf16=False, callback=None, cap=D.DYNAMIC_CAP):
+        """Caption(s) -> images in [-1, 1]: the base stage from noise, then each SR stage from the
+        stage before, its input noise-augmented at lowres_aug_level (0 = clean, the default: best for
+        the shipped SR stages in benchmarks/sr_stages.py and noise_aug.py; 1 = pure noise).
+        guidance_scale: one w for every stage, or a list with one per stage (base first).
+        stages: how many stages to run (default all). lowres_images: the input of an SR-only cascade.
+        steps / sampler / thresholding / percentile / cap apply to every stage (cap: the dynamic
+        threshold's ceiling on s, diffusers' sample_max_value; None = uncapped, as in the paper). Returns the last stage's
+        [B, 3, H, W], or the list of every stage's images with return_all_stages."""
+        scales, stages, images = self._check_sample_args(guidance_scale, thresholding, percentile, cap, steps, sampler,
+                                                         seed, stages, lowres_images, lowres_aug_level)
         self.eval()
         dev, g = self.device, torch.Generator().manual_seed(int(seed))
         use_bf16 = resolve_bf16(dev, bf16)  # True on a CPU without bf16: one error naming the fix
@@ -221,7 +229,7 @@ class Imagen(nn.Module):
             with autocast(dev, use_bf16):
                 images = D.sample_loop(model_fn, (B, 3, size, size), steps, sampler, self.objective, thresholding,
                                        percentile, self.schedule, generator=g, device=dev, callback=callback, cap=cap)
-            images = images.float().clamp(-1, 1)
+            images = check_finite(images.float()).clamp(-1, 1)  # once per stage, not at every step
             outputs.append(images)
         return outputs if return_all_stages else outputs[-1]
 

@@ -11,6 +11,7 @@ times, so the model sees the stitched image and harmonises the unknown part with
 import torch
 
 from . import diffusion as D
+from .checks import check_finite, check_sampling_args
 from .errors import MinimagenError
 from .imagen import check_images
 
@@ -55,7 +56,7 @@ def inpaint(model, images, mask, captions, guidance_scale=3.0, steps=50, resampl
     captions = [captions] * len(original) if isinstance(captions, str) else list(captions)
     if len(captions) != len(original):
         raise MinimagenError(f"got {len(original)} images but {len(captions)} captions: pass one caption per image.")
-    D.threshold(torch.zeros(1, 1), thresholding, percentile, cap)  # validate the names before any work
+    check_sampling_args(steps, "ddpm", thresholding, percentile, cap)
     model.eval()
     dev, g = model.device, torch.Generator().manual_seed(seed)
     original, regen = original.to(dev), regen.to(dev)
@@ -74,7 +75,7 @@ def inpaint(model, images, mask, captions, guidance_scale=3.0, steps=50, resampl
             if callback is not None:
                 callback(i, log_snr_t, x, x0_raw, x0)
             if i == steps - 1:  # the last step returns x_0 itself (as diffusion.sample_loop)
-                return torch.where(regen, x0.clamp(-1, 1), original)  # paste the original back: exact
+                return torch.where(regen, check_finite(x0).clamp(-1, 1), original)  # paste the original back: exact
             known = D.q_sample(original, log_snr_s, randn())  # line 5: x_{t-1}^known ~ q(x_{t-1} | x_0)
             unknown = D.ddpm_step(x, x0, log_snr_t, log_snr_s, randn())  # lines 6-7: ancestral step
             x_s = torch.where(regen, unknown, known)  # line 8

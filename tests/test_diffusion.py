@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from minimagen import diffusion as D
+from minimagen.checks import check_sampling_args
 from minimagen.errors import MinimagenError
 
 T = torch.linspace(0, 1, 101)
@@ -109,8 +110,9 @@ def test_cap_bounds_s_and_cap_one_is_static_clipping():
 
 @pytest.mark.parametrize("bad", [0.5, 0.0, -1, float("nan"), float("inf"), "2"])
 def test_bad_cap_names_the_fix(bad):
+    """The diffusion functions are pure maths: the settings are checked once, where Imagen.sample and inpaint start."""
     with pytest.raises(MinimagenError, match="cap must be None"):
-        D.threshold(torch.ones(1, 1), "dynamic", 0.95, bad)
+        check_sampling_args(10, "ddim", "dynamic", 0.95, bad)
 
 
 def test_dynamic_threshold_is_per_sample():
@@ -131,12 +133,14 @@ def test_dynamic_threshold_quantile_in_float32_under_bf16():
 @pytest.mark.parametrize("bad", [0.0, -0.1, 1.5])
 def test_bad_percentile_names_the_range(bad):
     with pytest.raises(MinimagenError, match=r"\(0, 1\]"):
-        D.threshold(torch.ones(1, 1), "dynamic", bad)
+        check_sampling_args(10, "ddim", "dynamic", bad, None)
 
 
 def test_unknown_thresholding_lists_the_valid_ones():
     with pytest.raises(MinimagenError, match="static"):
         D.threshold(torch.ones(1, 1), "clip")
+    with pytest.raises(MinimagenError, match="static"):
+        check_sampling_args(10, "ddim", "clip", 0.9, None)
 
 
 # ---------------------------------------------------------------- guidance
@@ -209,8 +213,12 @@ def test_callback_sees_every_step():
 @pytest.mark.parametrize("kwargs,match", [({"steps": 0}, "positive"), ({"sampler": "euler"}, "karras"),
                                           ({"thresholding": "soft"}, "dynamic")])
 def test_sampler_argument_errors(kwargs, match):
+    settings = {"steps": 10, "sampler": "ddim", "thresholding": "dynamic", **kwargs}
     with pytest.raises(MinimagenError, match=match):
-        D.sample_loop(gaussian_oracle(0.0, 0.5), (1, 1, 2, 2), **kwargs)
+        check_sampling_args(settings["steps"], settings["sampler"], settings["thresholding"], 0.9, None)
+    if "steps" not in kwargs:  # an unknown name is refused by sample_loop too (it would otherwise run DDIM)
+        with pytest.raises(MinimagenError, match=match):
+            D.sample_loop(gaussian_oracle(0.0, 0.5), (1, 1, 2, 2), **kwargs)
 
 
 # ---------------------------------------------------------------- Karras (EDM) sampler
