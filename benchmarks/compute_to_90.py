@@ -209,7 +209,7 @@ def table():
 
 def speed(levers: list[str], steps: int, rounds: int, threads: int):
     """Median steps/s of each lever's training step per precision, measured alternately in one process."""
-    from minimagen.device import usable_precisions
+    from common import usable_precisions
     from minimagen.train import Trainer, TrainConfig
 
     torch.set_num_threads(threads)

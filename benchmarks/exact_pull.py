@@ -42,7 +42,9 @@ import torch
 from minimagen import diffusion as D
 from minimagen import metrics
 from minimagen.data import all_captions, from_uint8, load_spec, make_scene, parse_caption, render_scene
-from minimagen.evaluate import _low_pass, save_rows
+from minimagen.evaluate import _low_pass
+
+from common import save_rows
 
 HERE = Path(__file__).resolve().parent
 WORLDS = {"B": dict(phased=False), "D": dict(phased=True), "D, dark 0.8": dict(phased=True, dark=0.8),

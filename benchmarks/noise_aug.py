@@ -42,7 +42,9 @@ import torch
 
 from minimagen import diffusion as D, metrics
 from minimagen.data import from_uint8, render
-from minimagen.evaluate import save_rows, _mean_se, aug_level_sweep, paired_difference, score_images
+from minimagen.evaluate import aug_level_sweep, paired_difference, score_images
+
+from common import save_rows
 from minimagen.imagen import load_cascade, resize
 
 HERE = Path(__file__).resolve().parent

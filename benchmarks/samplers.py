@@ -26,7 +26,9 @@ import matplotlib.pyplot as plt
 import torch
 
 from minimagen import diffusion, metrics
-from minimagen.evaluate import save_rows, _mean_se, paired_difference, score_images
+from minimagen.evaluate import _mean_se, paired_difference, score_images
+
+from common import save_rows
 from minimagen.imagen import load_cascade
 
 HERE = Path(__file__).resolve().parent

@@ -33,7 +33,9 @@ import torch
 from minimagen import metrics
 from minimagen.data import from_uint8, render
 from minimagen.device import describe_machine
-from minimagen.evaluate import _mean_se, save_rows
+from minimagen.evaluate import _mean_se
+
+from common import save_rows
 from minimagen.imagen import load_cascade, resize
 
 HERE = Path(__file__).resolve().parent

@@ -32,7 +32,9 @@ import numpy as np
 import torch
 
 from minimagen.data import paraphrase_captions
-from minimagen.evaluate import _mean_se, save_rows
+from minimagen.evaluate import _mean_se
+
+from common import save_rows
 from minimagen.imagen import load_cascade
 from minimagen.metrics import caption_alignment
 

@@ -40,7 +40,9 @@ import torch
 
 from minimagen import metrics
 from minimagen.data import all_captions
-from minimagen.evaluate import SCORES, guidance_diagnostics, guidance_sweep, paired_difference, save_rows
+from minimagen.evaluate import SCORES, guidance_diagnostics, guidance_sweep, paired_difference
+
+from common import save_rows
 from minimagen.imagen import load_cascade
 from minimagen.plot import regime_diagnostics_figure, tradeoff_plot
 

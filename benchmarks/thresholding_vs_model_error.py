@@ -32,7 +32,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from minimagen.evaluate import guidance_diagnostics, paired_difference, save_rows
+from minimagen.evaluate import guidance_diagnostics, paired_difference
+
+from common import save_rows
 from minimagen.imagen import load_cascade
 from minimagen.train import Trainer, TrainConfig
 

@@ -124,9 +124,11 @@ except ImportError:
     sys.exit(__doc__.split("Run (")[0] + "\nimagen_pytorch is not importable from " + sys.executable +
              ": run this script with the peer environment's python (see Setup above).")
 
-from minimagen.device import cpu_name, usable_precisions  # noqa: E402
+from minimagen.device import cpu_name  # noqa: E402
 from minimagen.imagen import Imagen, stage_loss  # noqa: E402
 from minimagen.unet import Unet, count_parameters, unet_preset  # noqa: E402
+
+from common import usable_precisions  # noqa: E402
 
 IMAGE_SIZE, TEXT_DIM, TEXT_LEN = 32, 512, 12
 PEER_UNET = dict(dim=48, dim_mults=(1, 2, 2), num_resnet_blocks=(0, 1, 2), layer_attns=(False, False, True),

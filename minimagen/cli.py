@@ -1,4 +1,4 @@
-"""Command line: python -m minimagen {demo, train, sample, build-tiny-t5, train-feature-net}.
+"""Command line: python -m minimagen {demo, train, sample, build-tiny-t5}.
 
     python -m minimagen demo                                       # the README's main job
     python -m minimagen train --stage 0 --out runs/base      # the base recipe: about 5 minutes on 2 CPU cores
@@ -133,13 +133,6 @@ def cmd_build_tiny_t5(args):
     print(f"wrote {build_tiny_t5(**({'out_dir': args.out} if args.out else {}), seed=args.seed)}")
 
 
-def cmd_train_feature_net(args):
-    from .metrics import train_feature_net
-    from .metrics import FEATURE_NET_PATH
-    train_feature_net(FEATURE_NET_PATH, seed=args.seed)
-    print(f"wrote {FEATURE_NET_PATH}")
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m minimagen", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -174,10 +167,6 @@ def main(argv=None):
     p.add_argument("--out", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_build_tiny_t5)
-
-    p = sub.add_parser("train-feature-net", help="retrain data/feature_net.pt (features for the Frechet distance)")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_train_feature_net)
 
     args = parser.parse_args(argv)
     try:

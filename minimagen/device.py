@@ -62,18 +62,6 @@ def describe_machine(device: torch.device | None = None) -> str:
     return f"{cpu_name()}, {os.cpu_count()} cpus, {torch.get_num_threads()} torch threads{load}"
 
 
-def usable_precisions(requested, device: torch.device | None = None) -> tuple[list[str], str | None]:
-    """The precisions ("fp32", "bf16") among `requested` that a benchmark can time fairly here, and the one
-    line saying why bf16 was dropped (None if nothing was). A CPU without native bf16 (e.g. AMD Zen 3)
-    emulates it about 20x slower than fp32: timing it would time the emulation, not the models."""
-    device = torch.device("cpu") if device is None else torch.device(device)
-    native = device.type == "cuda" and torch.cuda.is_bf16_supported() or device.type == "cpu" and cpu_has_bf16()
-    if native or "bf16" not in requested:
-        return list(requested), None
-    return [p for p in requested if p != "bf16"], (f"skipping the bf16 rounds: this {device.type} has no native bf16 "
-                                                   "(avx512_bf16 or AMX on a CPU), so only fp32 is measured")
-
-
 def resolve_bf16(device: torch.device, bf16: bool | None = None) -> bool:
     """None -> bf16 wherever it is fast. bf16=True on a CPU without it is an error naming the fix."""
     supported = device.type == "cuda" and torch.cuda.is_bf16_supported() or device.type == "cpu" and cpu_has_bf16()

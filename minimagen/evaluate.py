@@ -9,9 +9,7 @@ A method is a name from diffusion.THRESHOLDING, or ("dynamic", percentile) with 
 ("dynamic", percentile, cap) with cap None for the paper's uncapped rule. Every (method, w) starts
 from the same noise for a given seed, so a row of a grid shows one sample changing with w.
 """
-import csv
 import math
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -96,21 +94,6 @@ def guidance_sweep(model, captions, guidance_scales, methods=("none", "static", 
             if progress is not None:
                 progress(len(rows), total, row)
     return rows
-
-
-def sweep_table(rows, frechet=None) -> str:
-    """The sweep as a text table: one line per (method, w); x0 out = raw_x0_outside."""
-    frechet = any("frechet" in r for r in rows) if frechet is None else frechet
-    lines = [f"{'method':<27}{'w':>5}{'alignment':>16}{'shading kept':>16}{'pinned':>16}{'x0 out':>8}"
-             + (f"{'Fréchet':>15}" if frechet else "")]
-    for r in rows:
-        line = (f"{r['method']:<27}{r['guidance_scale']:>5g}{r['alignment']:>9.3f} ± {r['alignment_se']:.3f}"
-                f"{r['shading']:>9.3f} ± {r['shading_se']:.3f}{r['pinned']:>9.3f} ± {r['pinned_se']:.3f}"
-                f"{r['raw_x0_outside']:>8.3f}")
-        if frechet:
-            line += f"{r['frechet']:>8.0f} ± {r['frechet_se']:<4.0f}"
-        lines.append(line.rstrip())
-    return "\n".join(lines)
 
 
 def paired_difference(row_a, row_b, key="off_palette") -> tuple[float, float]:
@@ -247,15 +230,3 @@ def aug_level_sweep(sr_model, lowres_images, captions, aug_levels=(0.0, 0.1, 0.2
         if progress is not None:
             progress(len(rows), len(aug_levels), row)
     return rows
-
-
-def save_rows(rows, path, columns) -> Path:
-    """Write sweep rows to a CSV with these columns (tensors and images left out, floats rounded)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows([{k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items() if k in columns}
-                          for r in rows])
-    return path

@@ -489,42 +489,10 @@ class FeatureNet(nn.Module):
         return self.head(self.features(images))
 
 
-def _targets(dataset: ShapesDataset) -> torch.Tensor:
-    """Multi-hot [n, colours*shapes]: which colour-shape pairs each scene contains."""
-    colors, shapes = list(load_spec()["colors"]), load_spec()["shapes"]
-    y = torch.zeros(len(dataset), len(colors) * len(shapes))
-    for i, o in ((i, o) for i, scene in enumerate(dataset.scenes) for o in scene["objects"]):
-        y[i, colors.index(o["color"]) * len(shapes) + shapes.index(o["shape"])] = 1
-    return y
-
-
-def train_feature_net(out_path=FEATURE_NET_PATH, seed: int = 0, steps: int = 5000, n: int = 20000) -> FeatureNet:
-    """Train FeatureNet on `n` 32 px images of every caption (the metric must know held-out pairs
-    too), report held-out-seed accuracy, and save a float16 state_dict (~100 KB) to out_path."""
-    torch.manual_seed(seed)
-    data, test = ShapesDataset(32, "all", n, seed), ShapesDataset(32, "all", 1000, seed + 1)
-    x, y, net = data.images.movedim(-1, 1), _targets(data), FeatureNet()  # x: uint8 [n,3,32,32]
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
-    gen = torch.Generator().manual_seed(seed)
-    for step in range(steps):
-        idx = torch.randint(0, n, (64,), generator=gen)
-        loss = F.binary_cross_entropy_with_logits(net(x[idx].float() / 127.5 - 1), y[idx])
-        opt.zero_grad(), loss.backward(), opt.step(), sched.step()
-        if step % 1000 == 0 or step == steps - 1:
-            print(f"step {step}: loss {loss.item():.4f}", flush=True)
-    with torch.no_grad():
-        pred = net.eval()(test.images.movedim(-1, 1).float() / 127.5 - 1) > 0
-    print(f"exact-match accuracy on 1000 unseen images: {(pred == _targets(test).bool()).all(1).float().mean():.3f}")
-    torch.save({k: v.half() for k, v in net.state_dict().items()}, out_path)
-    load_feature_net.cache_clear()
-    return net
-
-
 @lru_cache(maxsize=1)
 def load_feature_net(path=FEATURE_NET_PATH) -> FeatureNet:
     if not Path(path).is_file():
-        raise MinimagenError(f"Feature-net weights {path} are missing; run `python -m minimagen train-feature-net`.")
+        raise MinimagenError(f"Feature-net weights {path} are missing; run `python benchmarks/common.py train-feature-net`.")
     net = FeatureNet()
     net.load_state_dict({k: v.float() for k, v in torch.load(path, weights_only=True).items()})
     return net.eval()

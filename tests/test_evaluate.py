@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from minimagen import diffusion as D
-from minimagen.evaluate import find_row, guidance_sweep, paired_difference, parse_method, sweep_table, x0_trajectory
+from benchmarks.common import sweep_table
+from minimagen.evaluate import find_row, guidance_sweep, paired_difference, parse_method, x0_trajectory
 from minimagen.imagen import Imagen
 from minimagen.text import TextEncoder
 from minimagen.unet import Unet, unet_preset

@@ -319,16 +319,16 @@ def test_bf16_on_a_cpu_without_it(monkeypatch, tmp_path):
 
 
 def test_benchmarks_drop_bf16_rounds_on_a_cpu_without_it(monkeypatch):
-    """benchmarks/vs_imagen_pytorch.py asks device.usable_precisions which precisions to time: on a CPU
+    """benchmarks/vs_imagen_pytorch.py asks common.usable_precisions which precisions to time: on a CPU
     without native bf16 it keeps the fp32 rounds and says in one line why bf16 was skipped."""
-    import minimagen.device
-    from minimagen.device import usable_precisions
-    monkeypatch.setattr(minimagen.device, "cpu_has_bf16", lambda: False)
+    import benchmarks.common
+    from benchmarks.common import usable_precisions
+    monkeypatch.setattr(benchmarks.common, "cpu_has_bf16", lambda: False)
     kept, why = usable_precisions(["fp32", "bf16"])
     assert kept == ["fp32"] and "no native bf16" in why and "\n" not in why
     assert usable_precisions(["fp32"]) == (["fp32"], None)
     assert usable_precisions(["bf16"])[0] == []
-    monkeypatch.setattr(minimagen.device, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(benchmarks.common, "cpu_has_bf16", lambda: True)
     assert usable_precisions(["fp32", "bf16"]) == (["fp32", "bf16"], None)
     script = (Path(__file__).resolve().parents[1] / "benchmarks" / "vs_imagen_pytorch.py").read_text()
     main = script[script.index("def main():"):]
