@@ -9,17 +9,6 @@ from minimagen.imagen import Imagen, down_up, noise_augment, resize
 from minimagen.unet import Unet, unet_preset
 
 
-@pytest.fixture(scope="module")
-def cascade(encoder):
-    torch.manual_seed(0)
-    base = Unet(unet_preset("tiny32", encoder.dim))
-    sr = Unet(unet_preset("tiny-sr64", encoder.dim))
-    for unet in (base, sr):  # zero-initialised output convs would make every prediction 0
-        for p in unet.parameters():
-            p.data.add_(torch.randn_like(p) * 0.02)
-    return Imagen([base, sr], encoder)
-
-
 class Spy(torch.nn.Module):
     """Wraps a U-Net and records the low-res conditioning it is given."""
 

@@ -71,20 +71,10 @@ from minimagen.imagen import Imagen, load_cascade
 from minimagen.inpaint import inpaint
 from minimagen.text import TextEncoder
 from minimagen.train import TrainConfig, Trainer
-from minimagen.unet import Unet, unet_preset
+from minimagen.unet import Unet
 
 BASE32, SR64 = DATA_DIR / "checkpoints" / "base32.pt", DATA_DIR / "checkpoints" / "sr64.pt"
 CAPTION = "a small red circle"
-
-
-@pytest.fixture(scope="module")
-def cascade(encoder):
-    torch.manual_seed(0)
-    base, sr = Unet(unet_preset("tiny32", encoder.dim)), Unet(unet_preset("tiny-sr64", encoder.dim))
-    for unet in (base, sr):  # zero-initialised output convs would make every prediction 0
-        for p in unet.parameters():
-            p.data.add_(torch.randn_like(p) * 0.02)
-    return Imagen([base, sr], encoder)
 
 
 def config(tmp_path, **kw):
