@@ -174,7 +174,7 @@ class Imagen(nn.Module):
         of stages to run, the checked lowres_images or None)."""
         check_sampling_args(steps, sampler, thresholding, percentile, cap)
         # one guidance scale per stage, as DeepFloyd IF samples (7 for its base, 4 for its SR stages): an SR
-        # stage also has its input image to follow, and benchmarks/sr_stages.py measures what w does there
+        # stage also has its input image to follow, and benchmarks/archive/sr_stages.py measures what w does there
         n = len(self.unets)
         scales = list(guidance_scale) if isinstance(guidance_scale, (list, tuple)) else [guidance_scale] * n
         # `0 <= x` is False for NaN and a TypeError for a string: check the type first
@@ -205,7 +205,7 @@ class Imagen(nn.Module):
                return_all_stages=False, bf16=False, callback=None, cap=D.DYNAMIC_CAP):
         """Caption(s) -> images in [-1, 1]: the base stage from noise, then each SR stage from the
         stage before, its input noise-augmented at lowres_aug_level (0 = clean, the default: best for
-        the shipped SR stages in benchmarks/sr_stages.py and noise_aug.py; 1 = pure noise).
+        the shipped SR stages in benchmarks/archive/sr_stages.py and noise_aug.py; 1 = pure noise).
         guidance_scale: one w for every stage, or a list with one per stage (base first).
         stages: how many stages to run (default all). lowres_images: the input of an SR-only cascade.
         steps / sampler / thresholding / percentile / cap apply to every stage (cap: the dynamic

@@ -33,12 +33,12 @@ from .text import TextEncoder
 from .unet import Unet, unet_preset
 
 # Each stage's recipe: what a flag left unset means. The base's is the fast recipe of
-# benchmarks/README.md ("time to a good model"): chosen one lever at a time by
-# benchmarks/wall_clock_curve.py --levers and compute_to_90.py, on captions disjoint from the ones it is
+# benchmarks/archive/README.md ("time to a good model"): chosen one lever at a time by
+# benchmarks/archive/wall_clock_curve.py --levers and compute_to_90.py, on captions disjoint from the ones it is
 # scored on. Its U-Net, quick32, needs ~20 TFLOP of training to 90% caption alignment where base32 needs 48-52;
 # 2900 steps is 18 TFLOP (6.2 GFLOP per step), the first mark at 90% on two seeds of the selection captions.
 # The shipped base32.pt is the larger model, trained longer.
-# The SR stages' are the shipped stages' (benchmarks/README.md, "super-resolution"): noise-conditioning
+# The SR stages' are the shipped stages' (benchmarks/archive/README.md, "super-resolution"): noise-conditioning
 # augmentation off, since at this budget it costs detail and, over the paper's U(0, 1) range, the caption,
 # on this toy's near-clean base samples; --noise-aug 0.3 trains the twin that repairs corrupted inputs.
 STAGE_RECIPES = {

@@ -301,7 +301,7 @@ PRESETS: dict[str, UnetConfig] = {
     "small32": UnetConfig(dim=32, dim_mults=(1, 2, 2), num_resnet_blocks=(1, 2, 3), cross_attn=(False, True, True)),
     # The stage-0 recipe's U-Net (minimagen.train.STAGE_RECIPES[0]): small32 with one ResNet block per level.
     # A fifth of base32's FLOPs per step; it reaches 90% caption alignment in ~20 TFLOP of training, base32 in
-    # 48-52 (benchmarks/README.md, "Compute to 90%"), so it trains to a recognisable model fastest on a CPU.
+    # 48-52 (benchmarks/archive/README.md, "Compute to 90%"), so it trains to a recognisable model fastest on a CPU.
     "quick32": UnetConfig(dim=32, dim_mults=(1, 2, 2), num_resnet_blocks=(1, 1, 1), cross_attn=(False, True, True)),
     # Tiny versions for the tests and the notebooks' quick mode: seconds per hundred steps on a CPU.
     "tiny32": UnetConfig(dim=16, dim_mults=(1, 2), num_resnet_blocks=(1, 1), cross_attn=(False, True), attn_heads=2),

@@ -1,4 +1,4 @@
-"""Textures at a random phase (data.make_scene(phased=True)) and benchmarks/exact_pull.py, the exact model's
+"""Textures at a random phase (data.make_scene(phased=True)) and benchmarks/archive/exact_pull.py, the exact model's
 caption pull that tells which worlds keep the caption deciding detail late (issue 22)."""
 import sys
 from pathlib import Path
@@ -11,7 +11,7 @@ from PIL import Image
 from minimagen.data import all_captions, from_uint8, load_spec, make_scene, render_scene, texture_pattern
 from minimagen.metrics import alignment_accuracy
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "archive"))  # it finds benchmarks/common.py itself
 import exact_pull  # noqa: E402
 
 

@@ -21,13 +21,13 @@ its fine detail (stripes, checks or plain) at the pixel limits. Four phases:
             (ancestral).
 
     export MINIMAGEN_TEXT_ENCODER=tiny
-    python benchmarks/thresholding_regimes.py diagnose
-    python benchmarks/thresholding_regimes.py select
-    python benchmarks/thresholding_regimes.py evaluate --percentile P --cap C    # the selected setting
-    python benchmarks/thresholding_regimes.py samplers --percentile P --cap C
+    python benchmarks/archive/thresholding_regimes.py diagnose
+    python benchmarks/archive/thresholding_regimes.py select
+    python benchmarks/archive/thresholding_regimes.py evaluate --percentile P --cap C    # the selected setting
+    python benchmarks/archive/thresholding_regimes.py samplers --percentile P --cap C
 
-Each phase writes benchmarks/results/thresholding_regimes_<phase>.csv; diagnose and evaluate also write
-benchmarks/thresholding_regimes_<phase>.png.
+Each phase writes benchmarks/archive/results/thresholding_regimes_<phase>.csv; diagnose and evaluate also write
+benchmarks/archive/thresholding_regimes_<phase>.png.
 """
 import argparse
 import random
@@ -41,13 +41,12 @@ import torch
 from minimagen import metrics
 from minimagen.data import all_captions
 from minimagen.evaluate import SCORES, guidance_diagnostics, guidance_sweep, paired_difference
-
-from common import save_rows
 from minimagen.imagen import load_cascade
 from minimagen.plot import regime_diagnostics_figure, tradeoff_plot
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py and the scripts kept there
+from common import save_rows  # noqa: E402
 from guidance_thresholding import fmt, machine, select, verdict  # noqa: E402  (one selection rule, one verdict)
 from train_curve import fixed_captions  # noqa: E402
 

@@ -16,11 +16,11 @@ warm-up, so a short budget is exactly the start of the long run), and every snap
             Paired differences (dynamic minus static, none minus static) per snapshot and a figure.
 
     export MINIMAGEN_TEXT_ENCODER=tiny
-    python benchmarks/thresholding_vs_model_error.py train      # ~17 min on 2 CPU cores (quick32, fp32)
-    python benchmarks/thresholding_vs_model_error.py evaluate
+    python benchmarks/archive/thresholding_vs_model_error.py train      # ~17 min on 2 CPU cores (quick32, fp32)
+    python benchmarks/archive/thresholding_vs_model_error.py evaluate
 
-Writes benchmarks/results/thresholding_vs_model_error.csv (one row per snapshot x method x w), _diff.csv (the paired
-differences) and benchmarks/thresholding_vs_model_error.png (`figure` redraws it from those two files).
+Writes benchmarks/archive/results/thresholding_vs_model_error.csv (one row per snapshot x method x w), _diff.csv (the paired
+differences) and benchmarks/archive/thresholding_vs_model_error.png (`figure` redraws it from those two files).
 """
 import argparse
 import csv
@@ -33,13 +33,13 @@ import matplotlib.pyplot as plt
 import torch
 
 from minimagen.evaluate import guidance_diagnostics, paired_difference
-
-from common import save_rows
 from minimagen.imagen import load_cascade
 from minimagen.train import Trainer, TrainConfig
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE))  # thresholding_regimes, beside this script
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py and the scripts kept there
+from common import save_rows  # noqa: E402
 from guidance_thresholding import fmt, machine  # noqa: E402
 from thresholding_regimes import COLUMNS, run_sweep, textured_captions  # noqa: E402  (one sweep, one caption draw)
 

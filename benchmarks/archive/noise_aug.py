@@ -17,16 +17,16 @@ Scores on the 64 px outputs: caption alignment ± s.e., off-palette fraction ± 
 Fréchet distance to 1000 real 64 px images (feature net, inputs area-resized to 32 px; one value per
 seed: a set statistic, biased upwards at small n, so compare rows of equal n only). Paired
 differences (same captions, same base image, same noise) for the comparisons in the verdict.
-Writes benchmarks/results/noise_aug.csv and benchmarks/noise_aug.png (or --out / --plot). The committed
+Writes benchmarks/archive/results/noise_aug.csv and benchmarks/archive/noise_aug.png (or --out / --plot). The committed
 figures came from three runs, clean, few-step and corrupted base samples:
 
     export MINIMAGEN_TEXT_ENCODER=tiny OMP_NUM_THREADS=1
     SR="aug03=data/checkpoints/sr64_aug03.pt noaug=data/checkpoints/sr64.pt"
     L="--n-captions 24 --levels 0 0.1 0.2 0.3 0.5 --real-levels 0"
-    python benchmarks/noise_aug.py --sr $SR $L
-    python benchmarks/noise_aug.py --sr $SR $L --base-steps 4 --out benchmarks/results/noise_aug_steps4.csv --plot /tmp/steps4.png
-    python benchmarks/noise_aug.py --sr $SR $L --input-noise 0.15 --out benchmarks/results/noise_aug_noise015.csv \
-        --plot benchmarks/noise_aug_noise015.png
+    python benchmarks/archive/noise_aug.py --sr $SR $L
+    python benchmarks/archive/noise_aug.py --sr $SR $L --base-steps 4 --out benchmarks/archive/results/noise_aug_steps4.csv --plot /tmp/steps4.png
+    python benchmarks/archive/noise_aug.py --sr $SR $L --input-noise 0.15 --out benchmarks/archive/results/noise_aug_noise015.csv \
+        --plot benchmarks/archive/noise_aug_noise015.png
 
 (24 training + 24 held-out captions x 1 SR seed = 48 images per cell). A quick look:
 --n-captions 2 --levels 0 0.5 --real-levels 0 --steps 5.
@@ -43,12 +43,11 @@ import torch
 from minimagen import diffusion as D, metrics
 from minimagen.data import from_uint8, render
 from minimagen.evaluate import aug_level_sweep, paired_difference, score_images
-
-from common import save_rows
 from minimagen.imagen import load_cascade, resize
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py and the scripts kept there
+from common import save_rows  # noqa: E402
 from train_curve import fixed_captions  # noqa: E402
 
 DEFAULT_SR = ["aug03=data/checkpoints/sr64_aug03.pt", "noaug=data/checkpoints/sr64.pt"]

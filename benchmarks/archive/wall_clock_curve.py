@@ -7,15 +7,15 @@ thresholding, DDIM 50, seed 0) and scores them with the shapes detector. The clo
 steps only: building the trainer (rendering the dataset, loading the text encoder) is reported
 separately as setup, and evaluation is not counted.
 
-    python benchmarks/wall_clock_curve.py --out runs/recipe_eval --n-captions 48 --minutes 1 2 3 5 10  # the recipe
-    python benchmarks/wall_clock_curve.py --out runs/lr3e-4 --train-args --lr 3e-4                  # one lever changed
-    python benchmarks/wall_clock_curve.py --levers --out runs/levers --draw 1 --n-captions 32 --minutes 3 5  # the table
+    python benchmarks/archive/wall_clock_curve.py --out runs/recipe_eval --n-captions 48 --minutes 1 2 3 5 10  # the recipe
+    python benchmarks/archive/wall_clock_curve.py --out runs/lr3e-4 --train-args --lr 3e-4                  # one lever changed
+    python benchmarks/archive/wall_clock_curve.py --levers --out runs/levers --draw 1 --n-captions 32 --minutes 3 5  # the table
 
 The levers are chosen on caption draw 1 and the recipe's curve is scored on draw 0 (the evaluation
 captions of every benchmark), so the choice is not made on the captions that report it.
 
 Writes <out>/wall_clock.csv (one row per mark, with the CPU model, threads and load average) and, with
---levers, benchmarks/results/<table>.csv and benchmarks/<table>.png (--table, default recipe_levers). Run it on an idle machine:
+--levers, benchmarks/archive/results/<table>.csv and benchmarks/archive/<table>.png (--table, default recipe_levers). Run it on an idle machine:
 another process on a 2-core CPU halves the steps per minute.
 """
 import argparse
@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py and the scripts kept there
 from train_curve import fixed_captions  # noqa: E402  (the evaluation captions every benchmark uses)
 
 from minimagen.device import cpu_name  # noqa: E402
@@ -197,7 +197,7 @@ def main():
                    "the levers are chosen on (train_curve.fixed_captions)")
     p.add_argument("--levers", action="store_true", help="run every lever in LEVERS into --out/<lever>")
     p.add_argument("--only", nargs="+", help="with --levers: run only these levers (the table reads every finished one)")
-    p.add_argument("--table", default="recipe_levers", help="with --levers: the table's name under benchmarks/results/ "
+    p.add_argument("--table", default="recipe_levers", help="with --levers: the table's name under benchmarks/archive/results/ "
                    "(a session's levers are compared with that session's baseline: machines of one model differ in speed)")
     p.add_argument("--train-args", nargs=argparse.REMAINDER, default=[], help="passed on as minimagen train flags")
     args = p.parse_args()

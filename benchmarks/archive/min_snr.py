@@ -7,11 +7,11 @@ weights, batches, timesteps and noise: the runs differ only in how the loss weig
 samples both final models on the same 48 training + 48 held-out captions (w = 3, dynamic thresholding,
 DDIM 50, seed 0) and reports the paired difference per caption with its standard error.
 
-    MINIMAGEN_TEXT_ENCODER=tiny OMP_NUM_THREADS=1 python benchmarks/min_snr.py --out runs/minsnr_twin --targets 700 1400
+    MINIMAGEN_TEXT_ENCODER=tiny OMP_NUM_THREADS=1 python benchmarks/archive/min_snr.py --out runs/minsnr_twin --targets 700 1400
 
 The two trainings run at the same time, one thread each (steps, not seconds, are compared). A finished
-run is not trained again. Writes benchmarks/results/min_snr_curve.csv (both curves) and the plot
-benchmarks/min_snr.png, and prints the paired table.
+run is not trained again. Writes benchmarks/archive/results/min_snr_curve.csv (both curves) and the plot
+benchmarks/archive/min_snr.png, and prints the paired table.
 """
 import argparse
 import csv
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py and the scripts kept there
 from train_curve import fixed_captions  # noqa: E402
 
 from minimagen.device import cpu_name  # noqa: E402
@@ -43,7 +43,7 @@ def main():
     args = p.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     runs = {w: Path(f"{args.out}_{w}") for w in WEIGHTINGS}
-    jobs = [subprocess.Popen([sys.executable, str(HERE / "train_curve.py"), "--stage", "0", "--out", str(runs[w]),
+    jobs = [subprocess.Popen([sys.executable, str(HERE.parent / "train_curve.py"), "--stage", "0", "--out", str(runs[w]),
                               "--n-captions", str(args.n_captions), "--targets", *map(str, args.targets),
                               "--train-args", *flags], env=env) for w, flags in WEIGHTINGS.items()]
     if any(job.wait() for job in jobs):

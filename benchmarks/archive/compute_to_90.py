@@ -10,9 +10,9 @@ dynamic thresholding, DDIM 50, seed 0), scored with the shapes detector. The FLO
 (forward and backward, counted by torch's FlopCounterMode) times the steps taken is the compute; evaluation
 is not counted. A run stops at the second mark at or above 90% or at --max-tflop.
 
-    python benchmarks/compute_to_90.py run --lever "base32 recipe" --seed 0 --draw 1     # one lever, one seed
-    python benchmarks/compute_to_90.py table                                    # every run so far -> csv + png
-    python benchmarks/compute_to_90.py speed --levers "base32 recipe" "width 32, depth 1-1-1"  # steps/s, idle machine
+    python benchmarks/archive/compute_to_90.py run --lever "base32 recipe" --seed 0 --draw 1     # one lever, one seed
+    python benchmarks/archive/compute_to_90.py table                                    # every run so far -> csv + png
+    python benchmarks/archive/compute_to_90.py speed --levers "base32 recipe" "width 32, depth 1-1-1"  # steps/s, idle machine
 
 `speed` times training steps of each lever's setup in fp32 and, where the CPU has native bf16, in bf16
 (device.usable_precisions says why bf16 is skipped elsewhere), alternating the levers within each round, and
@@ -20,7 +20,7 @@ turns the table's steps to 90% into minutes: compute is what a lever saves, wall
 
 Levers are chosen on caption draw 1 (disjoint from draw 0, the evaluation captions of every benchmark);
 the chosen recipe is then reported on draw 0. Writes runs/compute_to_90/<lever>_s<seed>_d<draw>.csv per
-run, benchmarks/results/compute_to_90.csv and benchmarks/compute_to_90.png.
+run, benchmarks/archive/results/compute_to_90.csv and benchmarks/archive/compute_to_90.png.
 """
 import argparse
 import csv
@@ -34,13 +34,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py and the scripts kept there
 from train_curve import fixed_captions  # noqa: E402  (the evaluation captions every benchmark uses)
 
 from minimagen import unet as U  # noqa: E402
 from minimagen.device import cpu_name  # noqa: E402
 
-RUNS = HERE.parent / "runs" / "compute_to_90"
+RUNS = HERE.parents[1] / "runs" / "compute_to_90"
 BASE = U.PRESETS["base32"]
 # U-Net shapes not in the package: registered under these names for this process only
 SHAPES = {

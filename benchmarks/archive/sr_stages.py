@@ -16,12 +16,12 @@ Scores, each paired with its input (same caption, same image, same noise):
                      is not exact; a stage that ignores its input, large)
   detail energy      that band's energy against real renders of the same captions and seeds (1 = as
                      sharp as real; bilinear ~0; above 1 = noisier than real)
-Writes benchmarks/results/sr_stages_<size>.csv and prints the table. Committed figures:
+Writes benchmarks/archive/results/sr_stages_<size>.csv and prints the table. Committed figures:
 
     export MINIMAGEN_TEXT_ENCODER=tiny OMP_NUM_THREADS=1
-    python benchmarks/sr_stages.py --sr aug1=data/checkpoints/sr64_aug1.pt aug03=data/checkpoints/sr64_aug03.pt \
+    python benchmarks/archive/sr_stages.py --sr aug1=data/checkpoints/sr64_aug1.pt aug03=data/checkpoints/sr64_aug03.pt \
         noaug=data/checkpoints/sr64.pt
-    python benchmarks/sr_stages.py --sr noaug=data/checkpoints/sr128.pt --input-sr data/checkpoints/sr64.pt --levels 0
+    python benchmarks/archive/sr_stages.py --sr noaug=data/checkpoints/sr128.pt --input-sr data/checkpoints/sr64.pt --levels 0
 """
 import argparse
 import sys
@@ -34,12 +34,11 @@ from minimagen import metrics
 from minimagen.data import from_uint8, render
 from minimagen.device import describe_machine
 from minimagen.evaluate import _mean_se
-
-from common import save_rows
 from minimagen.imagen import load_cascade, resize
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py and the scripts kept there
+from common import save_rows  # noqa: E402
 from train_curve import fixed_captions  # noqa: E402
 
 COLUMNS = ["input", "model", "guidance", "aug_level", "n_images", "alignment", "alignment_change", "alignment_change_se",

@@ -23,15 +23,16 @@ Worlds (textured captions, each with its geometry, colour and texture from the g
   D, dark 0.95     fainter still
   D, dark 0.99     nearly invisible
 
-    python benchmarks/exact_pull.py [--n 24] [--phases 16]
+    python benchmarks/archive/exact_pull.py [--n 24] [--phases 16]
 
-Writes benchmarks/results/exact_pull.csv (per world and step: t, the pull coarser and finer than the texture
-period, p(caption's texture | x_t)) and benchmarks/exact_pull.png, with the trained models' pull from
+Writes benchmarks/archive/results/exact_pull.csv (per world and step: t, the pull coarser and finer than the texture
+period, p(caption's texture | x_t)) and benchmarks/archive/exact_pull.png, with the trained models' pull from
 thresholding_regimes.py's diagnose tables beside the exact one.
 """
 import argparse
 import csv
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -44,9 +45,9 @@ from minimagen import metrics
 from minimagen.data import all_captions, from_uint8, load_spec, make_scene, parse_caption, render_scene
 from minimagen.evaluate import _low_pass
 
-from common import save_rows
-
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py and the scripts kept there
+from common import save_rows  # noqa: E402
 WORLDS = {"B": dict(phased=False), "D": dict(phased=True), "D, dark 0.8": dict(phased=True, dark=0.8),
           "D, dark 0.95": dict(phased=True, dark=0.95), "D, dark 0.99": dict(phased=True, dark=0.99)}
 TRAINED = {"B (trained v model)": "thresholding_regimes_diagnose.csv", "C (trained v model)": "thresholding_regimes_diagnose_C.csv"}
