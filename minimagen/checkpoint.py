@@ -64,7 +64,7 @@ def check_text_encoder(state: dict, encoder, path) -> None:
     if stored is None or stored == encoder.fingerprint:
         return
     name = state.get("text_encoder")
-    fix = ("rebuild data/tiny-t5 with `python -m minimagen build-tiny-t5` (seed 0, the library versions it was "
+    fix = ("rebuild data/tiny-t5 with `python data/build_tiny_t5.py` (seed 0, the library versions it was "
            "built with) or retrain the stage" if name in ("tiny", "tiny-t5") else
            "load the exact encoder it was trained with (pass text_encoder=) or retrain the stage")
     raise MinimagenError(f"{path} was trained with a different {name!r} text encoder than the one loaded now "

@@ -1,4 +1,4 @@
-"""Command line: python -m minimagen {demo, train, sample, build-tiny-t5}.
+"""Command line: python -m minimagen {demo, train, sample}.
 
     python -m minimagen demo                                       # the README's main job
     python -m minimagen train --stage 0 --out runs/base      # the base recipe: about 5 minutes on 2 CPU cores
@@ -128,11 +128,6 @@ def cmd_demo(args):
     print(f"demo done in {time.time() - start:.0f} s")
 
 
-def cmd_build_tiny_t5(args):
-    from .text import build_tiny_t5
-    print(f"wrote {build_tiny_t5(**({'out_dir': args.out} if args.out else {}), seed=args.seed)}")
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m minimagen", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -162,11 +157,6 @@ def main(argv=None):
     p.add_argument("--device", default=None)
     p.add_argument("--out", default="outputs/samples.png")
     p.set_defaults(func=cmd_sample)
-
-    p = sub.add_parser("build-tiny-t5", help="rebuild data/tiny-t5 (the offline, random-weight T5) from its seed")
-    p.add_argument("--out", default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_build_tiny_t5)
 
     args = parser.parse_args(argv)
     try:

@@ -9,7 +9,7 @@ import pytest
 
 from minimagen.checkpoint import load_checkpoint
 from minimagen.cli import add_train_args, config_from_args
-from minimagen.text import DATA_DIR
+from minimagen.data import DATA_DIR
 
 README = DATA_DIR / "checkpoints" / "README.md"
 FIELDS = ("stage", "preset", "steps", "batch_size", "lr", "warmup_steps", "ema_decay", "dataset_size", "objective",
