@@ -1,5 +1,5 @@
-"""What the benchmark scripts share and the package does not need: the timing precisions a machine can
-measure fairly, the sweep rows' CSV and text table, and the trainer of the Fréchet distance's feature net.
+"""What the benchmark scripts share and the package does not need: the machine a timing ran on, the timing
+precisions a machine can measure fairly, the sweep rows' CSV and text table, and the trainer of the Fréchet distance's feature net.
 
 Scripts in benchmarks/ import it as `from common import ...` (Python puts a script's folder first on
 sys.path); tests as `from benchmarks.common import ...`. Retrain data/feature_net.pt with
@@ -8,7 +8,9 @@ sys.path); tests as `from benchmarks.common import ...`. Retrain data/feature_ne
 """
 import argparse
 import csv
+import os
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -17,6 +19,27 @@ import torch.nn.functional as F
 from minimagen.data import ShapesDataset, load_spec
 from minimagen.device import cpu_has_bf16
 from minimagen.metrics import FEATURE_NET_PATH, FeatureNet, load_feature_net
+
+
+@lru_cache(maxsize=None)
+def cpu_name() -> str:
+    """The CPU's model name ("AMD EPYC", "Intel(R) Xeon(R) ..."): every timing should say it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or "unknown CPU"
+
+
+def describe_machine(device: torch.device | None = None) -> str:
+    """One line for a timing: the chip, the threads and the load it ran under."""
+    if device is not None and device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA), host CPU {cpu_name()}"
+    load = f", load average {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
+    return f"{cpu_name()}, {os.cpu_count()} cpus, {torch.get_num_threads()} torch threads{load}"
 
 
 def usable_precisions(requested, device: torch.device | None = None) -> tuple[list[str], str | None]:

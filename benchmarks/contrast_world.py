@@ -42,7 +42,7 @@ import torch
 
 from minimagen import data, metrics
 from minimagen import diffusion as D
-from minimagen.device import describe_machine
+from common import describe_machine
 from minimagen.exact import contrast_set, full_frame_set, guided_samples
 from minimagen.imagen import load_cascade
 from minimagen.plot import grid_figure

@@ -35,7 +35,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from minimagen import diffusion as D
-from minimagen.device import describe_machine
+from common import describe_machine
 from minimagen.evaluate import SCORES, find_row, guidance_sweep, paired_difference
 from minimagen.imagen import load_cascade
 from minimagen.plot import tradeoff_plot

@@ -124,7 +124,7 @@ except ImportError:
     sys.exit(__doc__.split("Run (")[0] + "\nimagen_pytorch is not importable from " + sys.executable +
              ": run this script with the peer environment's python (see Setup above).")
 
-from minimagen.device import cpu_name  # noqa: E402
+from common import cpu_name  # noqa: E402
 from minimagen.imagen import Imagen, stage_loss  # noqa: E402
 from minimagen.unet import Unet, count_parameters, unet_preset  # noqa: E402
 

@@ -40,28 +40,6 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-@lru_cache(maxsize=None)
-def cpu_name() -> str:
-    """The CPU's model name ("AMD EPYC", "Intel(R) Xeon(R) ..."): every timing should say it."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or "unknown CPU"
-
-
-def describe_machine(device: torch.device | None = None) -> str:
-    """One line for a timing: the chip, the threads and the load it ran under."""
-    if device is not None and device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA), host CPU {cpu_name()}"
-    import os
-    load = f", load average {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
-    return f"{cpu_name()}, {os.cpu_count()} cpus, {torch.get_num_threads()} torch threads{load}"
-
-
 def resolve_bf16(device: torch.device, bf16: bool | None = None) -> bool:
     """None -> bf16 wherever it is fast. bf16=True on a CPU without it is an error naming the fix."""
     supported = device.type == "cuda" and torch.cuda.is_bf16_supported() or device.type == "cpu" and cpu_has_bf16()

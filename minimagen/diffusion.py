@@ -279,7 +279,17 @@ def karras_sigma_range(schedule: str = "cosine") -> tuple[float, float]:
     return math.exp(-ends[0].item() / 2), min(80.0, math.exp(-ends[1].item() / 2))
 
 
-def karras_loop(denoise, noise, steps, schedule="cosine", callback=None):
+def heun_step(denoiser, x, sigma, sigma_next):
+    """One step of Heun's 2nd-order method on the probability-flow ODE dx~/dsigma = (x~ - D(x~; sigma)) / sigma
+    [EDM Algorithm 1, lines 4-8]: an Euler step, then the average of the slopes at both ends.
+    denoiser(x~, sigma) -> D(x~; sigma), the x_0 prediction in the variance-exploding frame."""
+    d = (x - denoiser(x, sigma)) / sigma                          # line 4: the slope at sigma_i
+    x_euler = x + (sigma_next - sigma) * d                        # line 5: Euler
+    d_next = (x_euler - denoiser(x_euler, sigma_next)) / sigma_next  # line 7: the slope where Euler landed
+    return x + (sigma_next - sigma) * (d + d_next) / 2            # line 8: trapezoidal correction
+
+
+def karras_loop(denoise, noise, steps, schedule="cosine", callback=None, step=heun_step):
     """Heun's 2nd-order deterministic sampler [EDM Algorithm 1] for our variance-preserving model.
     NFE = 2 * steps - 1: two model calls per step, one for the last (an Euler step to sigma = 0),
     so compare it with DDIM at 2 * steps - 1 steps for equal work.
@@ -289,7 +299,8 @@ def karras_loop(denoise, noise, steps, schedule="cosine", callback=None):
     alpha^2 = 1 / (1 + sigma^2):  x_t = x~ / sqrt(1 + sigma^2),  log_snr = -2 log sigma. The denoiser
     D(x~; sigma) is the thresholded x_0 prediction, and the probability-flow ODE [EDM Eq. 3, sigma(t) = t]
     is  dx~/dsigma = (x~ - D(x~; sigma)) / sigma.
-    denoise(x_t, log_snr [B]) -> (x0_raw, x0); noise: [B, C, H, W] ~ N(0, I)."""
+    denoise(x_t, log_snr [B]) -> (x0_raw, x0); noise: [B, C, H, W] ~ N(0, I);
+    step(denoiser, x~, sigma, sigma_next) -> x~ at sigma_next (heun_step, or a learner's own in notebook 10)."""
     sigmas = karras_sigmas(steps, *karras_sigma_range(schedule)).tolist()
     B = noise.shape[0]
 
@@ -302,15 +313,10 @@ def karras_loop(denoise, noise, steps, schedule="cosine", callback=None):
         return x0
 
     x = noise * sigmas[0]  # Algorithm 1 line 2: x~_0 ~ N(0, sigma_max^2 I)
-    for i in range(steps):
-        s, s_next = sigmas[i], sigmas[i + 1]
-        x0 = D_(x, s, i)
-        if i == steps - 1:  # Euler to sigma = 0: x~ + (0 - s)(x~ - D) / s is D itself
-            return x0
-        d = (x - x0) / s  # line 4: dx~/dsigma at sigma_i
-        x_euler = x + (s_next - s) * d  # line 5
-        d_next = (x_euler - D_(x_euler, s_next)) / s_next  # line 7: the slope where Euler landed
-        x = x + (s_next - s) * (d + d_next) / 2  # line 8: trapezoidal (Heun) correction
+    for i in range(steps - 1):
+        calls = iter([i])  # the callback sees each step's first call only
+        x = step(lambda x_, s_: D_(x_, s_, next(calls, None)), x, sigmas[i], sigmas[i + 1])
+    return D_(x, sigmas[steps - 1], steps - 1)  # Euler to sigma = 0: x~ + (0 - s)(x~ - D) / s is D itself
 
 
 SAMPLERS = ("ddim", "ddpm", "karras")

@@ -200,10 +200,6 @@ def toy_network(x_t, log_snr):
     return -1.5 * torch.tanh(x_t) + 0.05 * D._bcast(log_snr, x_t).tanh()
 
 
-def running_mean(values, window):
-    return [sum(values[i:i + window]) / window for i in range(len(values) - window + 1)]
-
-
 def pad_and_mask(id_lists, pad_id=0):
     """-> ids [B, L] right-padded with pad_id, mask [B, L] bool (True on real tokens)."""
     L = max(len(ids) for ids in id_lists)
@@ -232,6 +228,7 @@ def reference_loss(model_fn, objective, x0, log_snr, noise):
     return F.mse_loss(model_fn(D.q_sample(x0, log_snr, noise), log_snr), D.training_target(objective, x0, noise, log_snr))
 
 
+@torch.no_grad()
 def reference_sample(model_fn, shape, steps, step, seed=0, thresholding="dynamic", callback=None, objective="v",
                      schedule="cosine", device="cpu"):
     """sample_loop's loop with the step passed in: step(x_t, x0, lam_t, lam_s, randn) -> x_s."""
@@ -319,8 +316,8 @@ def _nets():
                 loss=_randomised(Unet(UnetConfig(**small, image_size=8)), 0),
                 skip=_randomised(Unet(UnetConfig(**{**small, "dim_mults": (1, 2, 2), "num_resnet_blocks": (1, 1, 1),
                                                     "cross_attn": (False, False, True)}, image_size=32)), 0),
-                cascade=I.Imagen([Unet(UnetConfig(**{**small, "dim_mults": (1,), "num_resnet_blocks": (1,), "cross_attn":
-                                                     (True,)}, image_size=s, lowres_cond=s > 8)) for s in (8, 16)],
+                cascade=I.Imagen([_randomised(Unet(UnetConfig(**{**small, "dim_mults": (1,), "num_resnet_blocks": (1,), "cross_attn":
+                                                     (True,)}, image_size=s, lowres_cond=s > 8)), s) for s in (8, 16)],
                                  _ToyText()))
 
 
@@ -407,36 +404,29 @@ def _sweeps():
             (sweep((0.0, 0.8), (0.3, 0.6), (1.0, 0.2)), 0.25)]
 
 
-def parameter_shares(unets):
-    """Each U-Net's share of all the cascade's parameters (elements, not tensors), base first."""
-    sizes = [sum(p.numel() for p in u.parameters()) for u in unets]
-    return [n / sum(sizes) for n in sizes]
+def cascade(model, captions, guidance_scale=3.0, steps=10, seed=0, aug_level=0.0):
+    """Imagen.sample(..., return_all_stages=True) written out [Imagen Sec. 2.5, Fig. A.4]: the base stage from noise,
+    then each SR stage from the stage before, upsampled and noise-augmented at aug_level, every stage guided by the same
+    text embeddings. -> [every stage's images]."""
+    dev, g = model.device, torch.Generator().manual_seed(seed)
+    embeds, mask = (t.to(dev) for t in model.text_encoder.encode(captions))
+    B, images, outputs = embeds.shape[0], None, []
+    for k, unet in enumerate(model.unets):
+        size, lowres, aug_log_snr = model.image_sizes[k], None, None
+        if k > 0:  # an SR stage: its input is the stage below, corrupted as in training
+            lowres, aug_log_snr = I.upsample_and_augment(images, size, torch.full((B,), aug_level, device=dev),
+                                                          model.schedule, g)
+        model_fn = model.guided_model_fn(unet, embeds, mask, guidance_scale, lowres, aug_log_snr)
+        images = D.sample_loop(model_fn, (B, 3, size, size), steps, "ddim", model.objective, "dynamic",
+                               schedule=model.schedule, generator=g, device=dev).clamp(-1, 1)
+        outputs.append(images)
+    return outputs
 
 
-def flops_per_call(model, k):
-    """FLOPs of one forward pass of stage k's U-Net for one image (FlopCounterMode: a multiply-add is 2)."""
-    from torch.utils.flop_counter import FlopCounterMode
-    size, dev, sr = model.image_sizes[k], model.device, model.lowres_sizes[k] is not None
-    embeds, mask = (t.to(dev) for t in model.text_encoder.encode(["a red circle"]))
-    x, lam = torch.zeros(1, 3, size, size, device=dev), torch.zeros(1, device=dev)
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model.unets[k](x, lam, embeds, mask, torch.zeros_like(x) if sr else None, lam if sr else None)
-    return counter.get_total_flops()
-
-
-def try_cascade(stages):
-    """None if these shipped stages load as a cascade, else the message of minimagen's error."""
-    from .errors import MinimagenError
-    from .notebook import load_toy_cascade
-    try:
-        load_toy_cascade(stages=stages, device="cpu")
-    except MinimagenError as err:
-        return str(err)
-
-
-def inpaint_calls(steps, resample):
-    """inpaint's network calls: every step but the last is done `resample` times, the last once."""
-    return (steps - 1) * resample + 1
+def _heun_cases():
+    x = _randn(9, 2, 3, 4, 4) * 5
+    denoiser = lambda x, sigma: torch.tanh(x / (1 + sigma)) * 0.8  # a fixed stand-in for D(x~; sigma)
+    return [(denoiser, x, s, s_next) for s, s_next in ((80.0, 20.0), (2.0, 1.2), (0.5, 0.05))]
 
 
 def _x0_noise():
@@ -457,10 +447,6 @@ EXERCISES = {
     "alignment_predictions": E("01", red_circle_alignments, lambda: [()], "count the attributes the detector checks "
                                "(colour, shape, size, one object; two colours, shapes, the relation, two objects) and "
                                "how many the red circle satisfies", tol=1e-3),
-    "running_mean": E("01", running_mean, lambda: [(_randn(2, 23).tolist(), w) for w in (1, 5, 23)],
-                      "the mean of values[i:i + window] for every start i of a full window",
-                      {"there are only len(values) - window + 1 full windows": lambda v, w: [
-                          sum(v[i:i + w]) / w for i in range(len(v))]}),
     # 02 text encoder
     "pad_and_mask": E("02", pad_and_mask, lambda: [([[3, 12, 5, 1], [3, 88, 14, 4, 1], [9] * 9, [1]], p) for p in (0, 7)],
                       "pad each list on the right with pad_id to the longest length; the mask is bool, True on real tokens",
@@ -591,21 +577,21 @@ EXERCISES = {
                     {"return the lowest such level (min)": lambda r, d: max((x["aug_level"] for x in r if x[
                         "alignment"] < r[0]["alignment"] - d), default=None)}),
     # 09 the full cascade
-    "parameter_shares": E("09", parameter_shares, lambda: [(list(_nets()["cascade"].unets),), (
-        list(_nets()["cascade"].unets)[::-1] + [torch.nn.Linear(4, 3)],)], "count p.numel() per U-Net and divide by "
-                          "the total", {"count elements (p.numel()), not tensors": lambda us: [
-                              len(list(u.parameters())) / sum(len(list(v.parameters())) for v in us) for u in us]}),
-    "flops_per_call": E("09", flops_per_call, lambda: [(_nets()["cascade"], k) for k in (0, 1)],
-                        "call model.unets[k] once on one image at its size under FlopCounterMode",
-                        {"count one image (batch 1)": lambda m, k: 2 * flops_per_call(m, k)}),
-    "try_cascade": E("09", try_cascade, lambda: [(("base32", "sr128"),), (("sr64", "sr128"),)],
-                     "return None when load_toy_cascade works, else str(err) of the MinimagenError"),
+    "cascade": E("09", cascade, lambda: [(_nets()["cascade"], ["a red circle", "a blue square"], w, 3, 0, a)
+                                         for w, a in ((3.0, 0.0), (1.0, 0.3))],
+                 "encode the captions once; for each stage k, if k > 0 upsample_and_augment the images below to "
+                 "model.image_sizes[k] (one generator, seeded once), then D.sample_loop with that stage's "
+                 "model.guided_model_fn, clamp to [-1, 1], and return every stage's images",
+                 {"an SR stage's input is the stage below, upsampled and noise-augmented at aug_level": lambda m, c, w, n,
+                  seed, a: cascade(m, c, w, n, seed, 0.0)}),
     # 10 beyond the core
     "karras_sigmas": E("10", D.karras_sigmas, lambda: [(n, 0.0125, 80.0, rho) for n, rho in ((16, 7.0), (8, 1.0))],
                        "interpolate between sigma_max^(1/rho) and sigma_min^(1/rho), raise to rho, then append 0"),
     "min_snr_weight": E("10", I.min_snr_weight, lambda: [(torch.linspace(-10, 10, 201), o, g) for o in ("x0", "eps", "v")
                                                          for g in (1.0, 5.0)],
                         "min(SNR, gamma) on the x0 error: divide by SNR for eps, by SNR + 1 for v"),
-    "inpaint_calls": E("10", inpaint_calls, lambda: [(6, 3), (6, 1), (25, 5)], "every step but the last is resampled",
-                       {"the last step is not resampled": lambda s, r: s * r}),
+    "heun_step": E("10", D.heun_step, _heun_cases, "d = (x - D(x, sigma)) / sigma; Euler to sigma_next; the slope "
+                   "there; then x + (sigma_next - sigma) times the mean of the two slopes",
+                   {"that is Euler's step: correct it with the slope where it lands": lambda den, x, s, sn: x + (sn - s) * (
+                       x - den(x, s)) / s}),
 }

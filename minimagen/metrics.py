@@ -148,7 +148,7 @@ def _texture(lum: torch.Tensor, core: torch.Tensor) -> tuple[str, float, float]:
 
 def _detect_batch(x: torch.Tensor, names: list[str]) -> list[list[dict]]:
     labels, alpha = _segment(x)
-    (B, H, W), min_px = labels.shape, MIN_AREA * labels[0].numel()
+    B, min_px = labels.shape[0], MIN_AREA * labels[0].numel()
     masks = labels[:, None] == torch.arange(len(names))[None, :, None, None]  # [B,K,H,W]
     # drop pixels with fewer than 2 same-colour neighbours: noise speckle, not part of any object
     masks &= F.avg_pool2d(masks.float(), 3, 1, 1, count_include_pad=False) * 9 >= 2.5

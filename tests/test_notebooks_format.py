@@ -80,3 +80,19 @@ def test_figures_are_stored_as_small_palette_pngs_that_look_the_same():
     empty = plt.figure()
     assert compact_png(empty) is None
     plt.close(empty)
+
+
+MACHINE_WORDS = r"EPYC|Zen ?[345]\b|Xeon|\bAMX\b|\bAVX|load average|TFLOP|getloadavg|/proc/cpuinfo|describe_machine"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_read_as_lessons(path):
+    """At most ~2,500 words of prose (math, code blocks and links not counted), and no machine models, FLOP budgets or
+    load averages outside the provenance footnote, the last cell: those belong in benchmarks/README.md."""
+    cells = json.loads(path.read_text())["cells"]
+    prose = " ".join(re.sub(r"\$[^$]*\$|```.*?```|<[^>]+>|\(http[^)]*\)", " ", "".join(c["source"]), flags=re.S)
+                     for c in cells if c["cell_type"] == "markdown")
+    assert len(prose.split()) <= 2600, f"{len(prose.split())} words of prose: cut to ~2,500"
+    for i, c in enumerate(cells[:-1]):
+        hit = re.search(MACHINE_WORDS, "".join(c["source"]))
+        assert not hit, f"cell {i} says {hit.group(0)!r}: move it to the footnote (the last cell) or benchmarks/README.md"

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: com
 from train_curve import fixed_captions  # noqa: E402  (the evaluation captions every benchmark uses)
 
 from minimagen import unet as U  # noqa: E402
-from minimagen.device import cpu_name  # noqa: E402
+from common import cpu_name  # noqa: E402
 
 RUNS = HERE.parents[1] / "runs" / "compute_to_90"
 BASE = U.PRESETS["base32"]

@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py and the scripts kept there
 from train_curve import fixed_captions  # noqa: E402
 
-from minimagen.device import cpu_name  # noqa: E402
+from common import cpu_name  # noqa: E402
 from minimagen.imagen import load_cascade  # noqa: E402
 from minimagen.metrics import caption_alignment  # noqa: E402
 

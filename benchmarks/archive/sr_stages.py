@@ -32,12 +32,12 @@ import torch
 
 from minimagen import metrics
 from minimagen.data import from_uint8, render
-from minimagen.device import describe_machine
 from minimagen.evaluate import _mean_se
 from minimagen.imagen import load_cascade, resize
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py and the scripts kept there
+from common import describe_machine  # noqa: E402
 from common import save_rows  # noqa: E402
 from train_curve import fixed_captions  # noqa: E402
 

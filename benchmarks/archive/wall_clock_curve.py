@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py and the scripts kept there
 from train_curve import fixed_captions  # noqa: E402  (the evaluation captions every benchmark uses)
 
-from minimagen.device import cpu_name  # noqa: E402
+from common import cpu_name  # noqa: E402
 
 # One lever changed at a time from the first recipe, which had EMA decay 0.995; the EMA lever then
 # changed the recipe (minimagen.train.STAGE_RECIPES[0]) to 0.98, and "recipe" is that one. All with the base32
