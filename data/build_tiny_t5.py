@@ -18,7 +18,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for minimagen without an install
 from minimagen.data import all_captions  # noqa: E402
-from minimagen.text import TINY_T5_DIR, _quiet  # noqa: E402
+from minimagen.hub import _quiet  # noqa: E402
+from minimagen.text import TINY_T5_DIR  # noqa: E402
 
 TINY_CONFIG = dict(d_model=128, num_layers=2, num_heads=4, d_kv=16, d_ff=128, dropout_rate=0.0)
 # Spellable without <unk>: any ASCII word outside the grammar ("hexagon") becomes letter pieces.

@@ -1,25 +1,11 @@
-"""Exercises: the learner writes a piece of Imagen, one generic check compares it with the package's own
-implementation on seeded cases, and from then on the notebooks run the learner's code.
-
-    def my_q_sample(x0, log_snr, noise):
-        raise NotImplementedError  # your code here
-    q_sample = attempt("q_sample", my_q_sample)      # yours if it passes, else the reference (with a banner)
-    ...
-    loss = yours("loss")                             # a later notebook: your notebook-03 answer, or the reference
-
-`attempt` never raises, so a stub or a wrong answer never stops Run All. A passing answer is saved, as source, to
-learner/<name>.py next to the notebook (MINIMAGEN_LEARNER_DIR moves it, e.g. to a Google Drive folder on Colab, where
-each notebook runs on its own machine): the notebooks build the learner's library, as fastai's miniai does. Each
-exercise is one row of EXERCISES: the reference, seeded cases, the recipe as a hint, and the plausible mistakes worth
-naming (each a wrong function, recognised by giving the same answer).
+"""Exercises: the learner writes a piece of Imagen and one generic check compares it with the package's own
+implementation on seeded cases. Each exercise is one row of EXERCISES: the reference, seeded cases, the recipe as a
+hint, and the plausible mistakes worth naming (each a wrong function, recognised by giving the same answer).
+minimagen.learner runs the check in a notebook (attempt) and keeps a passing answer for the later notebooks (yours).
 """
-import inspect
 import math
-import os
-import types
 from dataclasses import dataclass, field
 from functools import cache
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -27,6 +13,7 @@ import torch.nn.functional as F
 
 from . import diffusion as D
 from . import imagen as I
+from .unet import CrossAttention, ResnetBlock
 
 
 class ExerciseError(AssertionError):
@@ -95,92 +82,6 @@ def check(name: str, fn) -> None:
                 pass
         where = ", ".join(repr(a) for a in args if isinstance(a, (str, int, float, tuple)) and len(repr(a)) < 30)
         raise ExerciseError(f"case {i + 1}{f' ({where})' if where else ''}: {_differ(got, want)}; {hint}.")
-
-
-def learner_dir() -> Path:
-    return Path(os.environ.get("MINIMAGEN_LEARNER_DIR", "learner"))
-
-
-def _source(fn, seen=None) -> str:
-    """fn's source, after the imports and helper functions of the notebook that it uses: a file that runs alone."""
-    seen = set() if seen is None else seen
-    head, body = [], []
-    code = [fn.__code__] + [c for c in fn.__code__.co_consts if isinstance(c, types.CodeType)]
-    for n in dict.fromkeys(n for c in code for n in c.co_names):
-        v = fn.__globals__.get(n)
-        if n in seen or v is None:
-            continue
-        seen.add(n)
-        if isinstance(v, types.ModuleType):
-            head.append(f"import {v.__name__} as {n}")
-        elif getattr(v, "_exercise", None):  # a function that yours() gave this notebook
-            head.append(f"{n} = __import__('minimagen.exercises', fromlist=['yours']).yours({v._exercise!r}, quiet=True)")
-        elif inspect.isfunction(v) and v.__module__ == "__main__":
-            body.append(_source(v, seen))
-        elif callable(v) and getattr(v, "__module__", "__main__") != "__main__":
-            head.append(f"from {v.__module__} import {v.__qualname__} as {n}")
-        elif isinstance(v, (int, float, str, bool, tuple)):
-            head.append(f"{n} = {v!r}")
-    return "\n".join(head + body + [inspect.getsource(fn)])
-
-
-def _load(name: str, path: Path):
-    module = types.ModuleType(f"learner_{name}")
-    exec(compile(path.read_text(), str(path), "exec"), module.__dict__)
-    fn = module.__dict__["ANSWER"]
-    fn._exercise = name
-    return fn
-
-
-def _save(name: str, fn) -> str:
-    """Save fn for later notebooks if the saved file passes alone; say what happened."""
-    path = learner_dir() / f"{name}.py"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"# your answer to exercise {name!r}, saved by minimagen.exercises.attempt\n"
-                        f"{_source(fn)}\nANSWER = {fn.__name__}\n")
-        check(name, _load(name, path))
-        return f"saved to {path} for the later notebooks"
-    except Exception as e:
-        path.unlink(missing_ok=True)
-        return f"not saved for later notebooks ({type(e).__name__}: {str(e)[:80]}): make it self-contained"
-
-
-def _banner(text: str) -> None:
-    print(f"{'=' * 80}\n{text}\n{'=' * 80}")
-
-
-def attempt(name: str, fn):
-    """Check the learner's fn; return what the notebook runs from here on: fn if it passes, else the reference.
-    Never raises: a stub says so in one line, a wrong or crashing answer gets a banner with the diagnosis."""
-    try:
-        check(name, fn)
-        print(f"exercise {name}: your answer passes and runs from here on; {_save(name, fn)}")
-        fn._exercise = name
-        return fn
-    except NotImplementedError:
-        print(f"exercise {name}: not written yet, so the reference runs in its place; write yours and rerun this cell")
-    except Exception as e:  # a wrong answer (ExerciseError) or a crash inside it (a shape error, a typo)
-        why = str(e) if isinstance(e, ExerciseError) else f"your function raised {type(e).__name__}: {e}"
-        _banner(f"exercise {name}: YOUR FUNCTION FAILED, so the reference runs in its place from here on.\n  {why}")
-    return EXERCISES[name].reference
-
-
-def yours(name: str, quiet: bool = False):
-    """Your passing answer to exercise `name` from an earlier notebook (learner/<name>.py), checked again here;
-    otherwise the package's reference."""
-    path, ex = learner_dir() / f"{name}.py", EXERCISES[name]
-    if not path.exists():
-        quiet or print(f"{name}: no answer of yours saved in {path.parent}/ (notebook {ex.notebook}), so the reference runs")
-        return ex.reference
-    try:
-        fn = _load(name, path)
-        check(name, fn)
-    except Exception as e:
-        _banner(f"{name}: YOUR SAVED ANSWER ({path}) FAILED here, so the reference runs.\n  {type(e).__name__}: {e}")
-        return ex.reference
-    quiet or print(f"{name}: your answer from notebook {ex.notebook} runs here")
-    return fn
 
 
 # The rows. Shared seeded inputs first. ---------------------------------------------------------------------
@@ -308,17 +209,15 @@ def cross_attention_by_hand(layer, x, tokens, mask, masked=True, axis=-1, scaled
 
 @cache
 def _nets():
-    from .unet import Unet, UnetConfig, unet_preset
+    """Small U-Nets with every layer randomised: a base stage for the training loss, and an 8 -> 16 px cascade."""
+    from .unet import Unet, UnetConfig
     torch.manual_seed(0)
     small = dict(dim=8, num_resnet_blocks=(1, 1), cross_attn=(False, True), attn_heads=1, attn_dim_head=8,
                  text_embed_dim=8, dim_mults=(1, 2))
-    return dict(base32=Unet(unet_preset("base32", 128)), sr64=Unet(unet_preset("sr64", 128)),
-                loss=_randomised(Unet(UnetConfig(**small, image_size=8)), 0),
-                skip=_randomised(Unet(UnetConfig(**{**small, "dim_mults": (1, 2, 2), "num_resnet_blocks": (1, 1, 1),
-                                                    "cross_attn": (False, False, True)}, image_size=32)), 0),
-                cascade=I.Imagen([_randomised(Unet(UnetConfig(**{**small, "dim_mults": (1,), "num_resnet_blocks": (1,), "cross_attn":
-                                                     (True,)}, image_size=s, lowres_cond=s > 8)), s) for s in (8, 16)],
-                                 _ToyText()))
+    one_level = {**small, "dim_mults": (1,), "num_resnet_blocks": (1,), "cross_attn": (True,)}
+    return dict(loss=_randomised(Unet(UnetConfig(**small, image_size=8)), 0),
+                cascade=I.Imagen([_randomised(Unet(UnetConfig(**one_level, image_size=s, lowres_cond=s > 8)), s)
+                                  for s in (8, 16)], _ToyText()))
 
 
 class _ToyText:
@@ -326,25 +225,6 @@ class _ToyText:
 
     def encode(self, captions):
         return torch.ones(len(captions), 5, 8), torch.ones(len(captions), 5, dtype=torch.bool)
-
-
-def level_parameters(unet, i):
-    """Level i's parameters: its down and up blocks (with attention) and its two resamplers."""
-    return sum(p.numel() for m in (unet.downs[i], unet.ups[i], unet.downsamples[i], unet.upsamples[i])
-               for p in m.parameters())
-
-
-def skip_stds(net, inputs):
-    """{skip_scale: std of the up path right after each skip addition, deepest first} for 1/sqrt(2) and 1."""
-    where, result, before = list(net.ups)[-2::-1] + [net.out], {}, net.skip_scale
-    for net.skip_scale in (2 ** -0.5, 1.0):
-        stds = result.setdefault(net.skip_scale, [])
-        hooks = [m.register_forward_pre_hook(lambda m, args: stds.append(args[0].std().item())) for m in where]
-        with torch.no_grad():
-            net(*inputs)
-        [h.remove() for h in hooks]
-    net.skip_scale = before
-    return result
 
 
 def base_loss(unet, images, text_embeds, text_mask, objective="v", cond_drop_prob=0.1):
@@ -363,45 +243,6 @@ def ema_avg(ema_param, param, n, decay):
     """train.ema_avg: the EMA with warm-up, decay_n = min(decay, (1 + n) / (10 + n))."""
     from .train import ema_avg as package_ema
     return package_ema(decay)(ema_param, param, n)
-
-
-def rotated_chance(images, captions):
-    """Chance alignment: each real image scored against the next image's caption."""
-    from .metrics import alignment_accuracy
-    return alignment_accuracy(images, list(captions[1:]) + list(captions[:1]))
-
-
-def per_pair_alignment(images, captions, pairs):
-    """{pair: mean alignment of the images whose caption names it} for each pair some caption names."""
-    from .metrics import caption_alignment
-    scores = caption_alignment(images, captions)
-    named = {pair: [k for k, c in enumerate(captions) if pair in c] for pair in pairs}
-    return {pair: scores[ks].mean().item() for pair, ks in named.items() if ks}
-
-
-@cache
-def _real(kind):
-    from .data import all_captions, from_uint8, render
-    caps = {"one": [c for c in all_captions() if len(c.split()) == 4][::4],
-            "mixed": [c for c in all_captions() if len(c.split()) == 4][:24:4]
-            + [c for c in all_captions() if len(c.split()) > 4][::84][:6],
-            "held_out": [c for c in all_captions("held_out") if "pink" not in c][::23]}[kind]
-    drawn = caps if kind != "held_out" else [c if i % 3 else caps[(i + 5) % len(caps)] for i, c in enumerate(caps)]
-    return torch.stack([from_uint8(render(c, 32, seed=i)) for i, c in enumerate(drawn)]), caps
-
-
-def first_drop(rows, drop=0.1):
-    """The lowest aug_level whose alignment is more than `drop` below level 0's (None: no such level)."""
-    at_zero = next(r["alignment"] for r in rows if r["aug_level"] == 0)
-    lower = [r["aug_level"] for r in rows if r["alignment"] < at_zero - drop]
-    return min(lower) if lower else None
-
-
-def _sweeps():
-    sweep = lambda *pairs: [{"aug_level": a, "alignment": b} for a, b in pairs]
-    return [(sweep((0.0, 0.9), (0.1, 0.95), (0.2, 0.84), (0.5, 0.6), (1.0, 0.7)), 0.1),
-            (sweep((0.0, 1.0), (0.2, 0.85), (0.5, 0.95), (0.7, 0.5)), 0.1), (sweep((0.0, 0.8), (1.0, 0.72)), 0.1),
-            (sweep((0.0, 0.8), (0.3, 0.6), (1.0, 0.2)), 0.25)]
 
 
 def cascade(model, captions, guidance_scale=3.0, steps=10, seed=0, aug_level=0.0):
@@ -455,9 +296,6 @@ EXERCISES = {
                        "each zero key scores 0 and takes e^0 / Z, with Z the sum of e^s over all keys, pads included",
                        {"Z must also hold the zero keys' own e^0 = 1 each": lambda q, k, n: n / (k @ q / 4).exp().sum().item(),
                         "scale the scores by 1/sqrt(d)": lambda q, k, n: n / (n + (k @ q).exp().sum().item())}),
-    "t5_encodes": E("02", lambda captions: len(set(captions)), lambda: [([f"caption {i % 7}" for i in range(40)] + ["a"],)],
-                    "the cache lives across batches: count each distinct caption once",
-                    {"the cache keeps each caption once, so a repeat never reaches T5": len}),
     # 03 forward diffusion
     "q_sample": E("03", D.q_sample, lambda: [(_x0_noise()[0], LAMS, _x0_noise()[1])],
                   "x_t = alpha x0 + sigma eps, alpha, sigma = D.alpha_sigma(log_snr) reshaped to [B, 1, 1, 1]",
@@ -507,27 +345,19 @@ EXERCISES = {
     "ddim_eta_step": E("04", D.ddim_step, lambda: [(*(_steps(3)[i] for i in (1, 0, 3, 4, 2)), eta) for eta in (0, .5, 1)],
                        "x_s = alpha_s x0 + sqrt(sigma_s^2 - s_eta^2) eps + s_eta z, s_eta = eta sqrt(c) sigma_s"),
     # 05 the U-Net
-    "resnet_block": E("05", lambda b, x, c: b(x, c), lambda: [(_randomised(
-        __import__("minimagen.unet", fromlist=["ResnetBlock"]).ResnetBlock(16, 24), 0), _randn(1, 2, 16, 8, 8),
+    "resnet_block": E("05", ResnetBlock.forward, lambda: [(_randomised(ResnetBlock(16, 24), 0), _randn(1, 2, 16, 8, 8),
                                                                _randn(2, 2, 24))],
                       "x -> norm1 -> SiLU -> conv1 -> norm2 -> FiLM -> SiLU -> conv2, plus x",
                       {"FiLM multiplies by (1 + scale), not by scale": lambda b, x, c: _film(b, x, c, lambda n, a, s: n * a + s),
                        "the residual is missing: return x + h": lambda b, x, c: _film(b, x, c, residual=False)}),
-    "cross_attention": E("05", lambda layer, x, tokens, mask: layer(x, tokens, mask), lambda: [(_randomised(__import__(
-        "minimagen.unet", fromlist=["CrossAttention"]).CrossAttention(16, 24, 2, 8, self_attend=False), 0),
+    "cross_attention": E("05", CrossAttention.forward, lambda: [(_randomised(
+        CrossAttention(16, 24, 2, 8, self_attend=False), 0),
                                                                   _randn(1, 2, 16, 4, 4), _randn(2, 2, 6, 24),
                                                                   torch.arange(6)[None] < torch.tensor([[4], [2]]))],
                          "softmax(q k^T / sqrt(d), padding masked) v per head, then to_out, then add x",
                          {"padding tokens are attended: set their scores to -inf": lambda *a: cross_attention_by_hand(*a, masked=False),
                           "normalise over the keys (the last axis)": lambda *a: cross_attention_by_hand(*a, axis=-2),
                           "divide q k^T by sqrt(dim_head)": lambda *a: cross_attention_by_hand(*a, scaled=False)}),
-    "level_parameters": E("05", level_parameters, lambda: [(_nets()[n], i) for n in ("base32", "sr64") for i in range(len(_nets()[n].downs))],
-                          "sum p.numel() over downs[i], ups[i], downsamples[i] and upsamples[i]",
-                          {"add the two resamplers": lambda u, i: sum(p.numel() for m in (u.downs[i], u.ups[i])
-                                                                      for p in m.parameters())}),
-    "skip_stds": E("05", skip_stds, lambda: [(_nets()["skip"], (_randn(1, 4, 3, 32, 32), torch.linspace(-5, 5, 4),
-                                                                _randn(2, 4, 5, 8), torch.ones(4, 5, dtype=torch.bool)))],
-                   "forward PRE-hooks on ups[i] (all but the deepest) and out, deepest first, for each skip_scale"),
     # 06 training the base model
     "training_loss": E("06", base_loss, lambda: [(_nets()["loss"], _randn(6, 6, 3, 8, 8).tanh(), _randn(7, 6, 5, 8),
                                                   torch.arange(5)[None] < torch.tensor([[5], [3], [4], [2], [5], [1]]),
@@ -541,15 +371,6 @@ EXERCISES = {
                  "d = min(decay, (1 + n) / (10 + n)); return d * ema_param + (1 - d) * param",
                  {"warm up: decay_n = min(decay, (1 + n) / (10 + n))": lambda e, p, n, d: d * e + (1 - d) * p,
                   "the EMA keeps d of the old average": lambda e, p, n, d: ema_avg(p, e, n, d)}),
-    "chance": E("06", rotated_chance, lambda: [_real("one"), _real("mixed")],
-                "score image i against captions[(i + 1) % n] with alignment_accuracy",
-                {"that scores the images against their own captions": lambda x, c: rotated_chance(x, c[-1:] + c[:-1]),
-                 "rotate the other way: image i against captions[(i + 1) % n]": lambda x, c: rotated_chance(
-                     x, c[-2:] + c[:-2])}),
-    "per_pair": E("06", per_pair_alignment, lambda: [(*_real("held_out"), ["blue triangle", "yellow circle",
-                                                                           "purple square", "pink triangle"])],
-                  "average caption_alignment over the images whose caption contains the pair; leave out pairs no "
-                  "caption names"),
     # 07 guidance and thresholding
     "dynamic_threshold": E("07", D.dynamic_threshold, lambda: [(_randn(0, 4, 3, 8, 8) * torch.tensor(
         [0.3, 2.0, 8.0, 40.0]).view(4, 1, 1, 1), p, cap) for p, cap in ((0.995, None), (0.95, 1.5), (0.9, 3.0))],
@@ -573,9 +394,6 @@ EXERCISES = {
                               {"resize first, then add the noise": lambda x, s, lv, generator: (
                                   I.resize(I.noise_augment(x, lv, generator=generator)[0], s), D.cosine_log_snr(lv))},
                               call=lambda f, a: f(*a[:3], generator=a[3])),
-    "first_drop": E("08", first_drop, _sweeps, "compare each level with level 0's alignment minus drop; keep the lowest",
-                    {"return the lowest such level (min)": lambda r, d: max((x["aug_level"] for x in r if x[
-                        "alignment"] < r[0]["alignment"] - d), default=None)}),
     # 09 the full cascade
     "cascade": E("09", cascade, lambda: [(_nets()["cascade"], ["a red circle", "a blue square"], w, 3, 0, a)
                                          for w, a in ((3.0, 0.0), (1.0, 0.3))],

@@ -1,6 +1,6 @@
 """The generic exercise check, one table (minimagen.exercises.EXERCISES): every exercise passes on its reference, fails
-on the stub, on each named mistake (with that mistake's hint) and on a slightly wrong answer; `attempt` never raises;
-a passing answer is saved and `yours` brings it back in a later notebook. Then the notebooks: every exercise is
+on the stub, on each named mistake (with that mistake's hint) and on a slightly wrong answer; minimagen.learner's
+`attempt` never raises, a passing answer is saved and `yours` brings it back in a later notebook. Then the notebooks: every exercise is
 attempted where it is taught, its function is used afterwards, and no cell redefines a learner function."""
 import json
 import re
@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from minimagen import exercises as X
+from minimagen import learner as L
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("[0-9][0-9]*.ipynb"))
 
@@ -47,14 +48,14 @@ def test_reference_passes_and_wrong_answers_fail(name):
 
 
 def test_attempt_never_raises(capsys):
-    assert X.attempt("q_sample", stub) is X.EXERCISES["q_sample"].reference
+    assert L.attempt("q_sample", stub) is X.EXERCISES["q_sample"].reference
     assert "not written yet" in capsys.readouterr().out
 
     def crashes(x0, log_snr, noise):
         return x0 @ noise  # a shape error
-    assert X.attempt("q_sample", crashes) is X.EXERCISES["q_sample"].reference
+    assert L.attempt("q_sample", crashes) is X.EXERCISES["q_sample"].reference
     assert "YOUR FUNCTION FAILED" in capsys.readouterr().out
-    assert X.attempt("q_sample", lambda x0, log_snr, noise: x0) is X.EXERCISES["q_sample"].reference
+    assert L.attempt("q_sample", lambda x0, log_snr, noise: x0) is X.EXERCISES["q_sample"].reference
     assert "differs" in capsys.readouterr().out
 
 
@@ -68,15 +69,15 @@ SIGNS = (1, -1)
 
 def test_a_passing_answer_is_saved_and_comes_back(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MINIMAGEN_LEARNER_DIR", str(tmp_path))
-    assert X.yours("q_sample") is X.EXERCISES["q_sample"].reference  # nothing saved yet
-    assert X.attempt("q_sample", my_q_sample) is my_q_sample
+    assert L.yours("q_sample") is X.EXERCISES["q_sample"].reference  # nothing saved yet
+    assert L.attempt("q_sample", my_q_sample) is my_q_sample
     assert "saved to" in capsys.readouterr().out
-    mine = X.yours("q_sample")
+    mine = L.yours("q_sample")
     assert mine is not X.EXERCISES["q_sample"].reference and mine.__name__ == "my_q_sample"
     x0, lam, noise = torch.randn(2, 3, 4, 4), torch.tensor([1.0, -2.0]), torch.randn(2, 3, 4, 4)
     torch.testing.assert_close(mine(x0, lam, noise), my_q_sample(x0, lam, noise))
     (tmp_path / "q_sample.py").write_text("def my_q_sample(x0, log_snr, noise):\n    return x0\nANSWER = my_q_sample\n")
-    assert X.yours("q_sample") is X.EXERCISES["q_sample"].reference  # a saved answer that no longer passes
+    assert L.yours("q_sample") is X.EXERCISES["q_sample"].reference  # a saved answer that no longer passes
     assert "FAILED" in capsys.readouterr().out
 
 

