@@ -12,7 +12,6 @@ from the same noise for a given seed, so a row of a grid shows one sample changi
 import math
 
 import torch
-import torch.nn.functional as F
 
 from . import metrics
 from .diffusion import DYNAMIC_CAP, DYNAMIC_PERCENTILE, dynamic_threshold_scale
@@ -138,73 +137,6 @@ def x0_trajectory(model, captions, guidance_scale=7.5, method="dynamic", steps=2
     out.update(images=images, method=label, thresholding=name, percentile=p, cap=c, guidance_scale=float(guidance_scale),
                captions=captions)
     return out
-
-
-def _low_pass(x: torch.Tensor, period: int) -> torch.Tensor:
-    """The part of x [B, C, H, W] coarser than `period` px: box averages over period x period tiles.
-    A box as wide as the textures' period removes them exactly (regime B: 4 px at 32 px)."""
-    return F.interpolate(F.avg_pool2d(x, period), scale_factor=period, mode="nearest")
-
-
-DIAGNOSTIC_RULES = ((0.9, 1.5), (0.95, 1.5), (0.995, 1.5), (0.9, None), (0.95, None), (0.995, None))
-
-
-@torch.no_grad()
-def guidance_diagnostics(model, captions, guidance_scale=15.0, method="static", steps=25, seed=0,
-                         sampler="ddim", percentile=DYNAMIC_PERCENTILE, cap=DYNAMIC_CAP, rules=DIAGNOSTIC_RULES) -> dict:
-    """Where and when guidance pushes x0 out of range: sample the base stage once and record, at every step,
-      t [T]                     the noise level (1 noise .. 0 data)
-      delta, delta_low, delta_high [T]   mean |x0_cond - x0_uncond| (the caption's pull on the prediction),
-                                and its parts coarser and finer than `period` px (`_low_pass`): is the caption
-                                still deciding layout (low) or detail (high)?
-      outside_in, outside_out [T]   the fraction of the guided raw x0's values beyond +-1 inside the caption's
-                                objects (their masks in the final samples, metrics.detect) and outside them
-      s {(p, cap): [T]}          dynamic thresholding's divisor under each rule, on the same raw x0 (mean over images)
-    plus images (final samples), mask [B, H, W] (the objects), captions, guidance_scale and method.
-    period: the textured world's period in pixels (data/shapes.json; 4 px at 32 px)."""
-    from . import diffusion as D
-    captions = [captions] if isinstance(captions, str) else list(captions)
-    name, p, c, label = parse_method(method, percentile, cap)
-    unet, B = model.unets[0], len(captions)
-    embeds, mask = (t.to(model.device) for t in model.text_encoder.encode(captions))
-    drop = torch.arange(2 * B, device=embeds.device) >= B
-    two = lambda t: torch.cat([t, t])
-    seen = {}
-
-    def model_fn(x, log_snr):  # the guided prediction, keeping the conditional and unconditional parts
-        cond, uncond = unet(two(x), two(log_snr), two(embeds), two(mask), None, None, drop).float().chunk(2)
-        seen["x0"] = [D.prediction_to_x0(model.objective, pred, x, log_snr) for pred in (cond, uncond)]
-        return D.classifier_free_guidance(cond, uncond, float(guidance_scale))
-
-    size = model.image_sizes[0]
-    period = max(1, size // (2 * metrics.load_spec()["textured"]["period"]) * 2)
-    record = {"delta": [], "delta_low": [], "delta_high": [], "raw_out": [], "s": []}
-
-    def callback(i, log_snr, x_t, x0_raw, x0):
-        delta = seen["x0"][0] - seen["x0"][1]
-        low = _low_pass(delta, period)
-        record["delta"].append(delta.abs().mean().item())
-        record["delta_low"].append(low.abs().mean().item())
-        record["delta_high"].append((delta - low).abs().mean().item())
-        record["raw_out"].append((x0_raw.abs() > 1).cpu())  # [B, 3, H, W]
-        record["s"].append([dynamic_threshold_scale(x0_raw, q, cq).mean().item() for q, cq in rules])
-
-    model.eval()
-    g = torch.Generator().manual_seed(int(seed))
-    images = D.sample_loop(model_fn, (B, 3, size, size), steps, sampler, model.objective, name, p, model.schedule,
-                           generator=g, device=model.device, callback=callback, cap=c).float().clamp(-1, 1).cpu()
-    objects = torch.zeros(B, size, size, dtype=torch.bool)
-    for b, found in enumerate(metrics.detect(images)):
-        for o in found:
-            objects[b] |= o["mask"]
-    out = torch.stack(record.pop("raw_out"))  # [T, B, 3, H, W]
-    inside = objects[None, :, None].expand_as(out)
-    s = torch.tensor(record.pop("s"))  # [T, rules]
-    return dict({k: torch.tensor(v) for k, v in record.items()}, t=torch.linspace(1.0, 0.0, steps + 1)[:steps],
-                outside_in=(out & inside).flatten(1).sum(1) / inside.flatten(1).sum(1).clamp(min=1),
-                outside_out=(out & ~inside).flatten(1).sum(1) / (~inside).flatten(1).sum(1).clamp(min=1),
-                s={rule: s[:, j] for j, rule in enumerate(rules)}, images=images, mask=objects, captions=captions,
-                guidance_scale=float(guidance_scale), method=label, period=period)
 
 
 def aug_level_sweep(sr_model, lowres_images, captions, aug_levels=(0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0), seeds=(0,),

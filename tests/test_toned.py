@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from minimagen.data import ShapesDataset, all_captions, from_uint8, load_spec, make_scene, render_scene, texture_tones
-from minimagen.metrics import alignment_accuracy, detail_scores, detect
+from minimagen.metrics import alignment_accuracy, detail_scores
 from minimagen.train import TrainConfig, Trainer
 
 
@@ -87,10 +87,10 @@ def test_trainer_trains_on_the_toned_world():
 def test_shade_scatter_shows_each_method_against_the_real_range():
     import matplotlib
     matplotlib.use("agg")
-    from minimagen import plot
+    from benchmarks.archive.regimes import shade_scatter  # notebook 07b's figure, archived with it
     ds = ShapesDataset(32, "all", n=20, seed=4, world="toned")
     d = detail_scores(from_uint8(ds.images), ds.captions, toned=True)
-    ax = plot.shade_scatter({"static": (d["vivid"], d["tone"]), "none": (d["vivid"] + 0.3, d["tone"])},
+    ax = shade_scatter({"static": (d["vivid"], d["tone"]), "none": (d["vivid"] + 0.3, d["tone"])},
                             real=(d["vivid"], d["tone"]))
     assert len(ax.collections) == 3 and len(ax.patches) == 1  # real dots, two methods; the real range's box
     box = ax.patches[0]

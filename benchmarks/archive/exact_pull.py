@@ -43,11 +43,11 @@ import torch
 from minimagen import diffusion as D
 from minimagen import metrics
 from minimagen.data import all_captions, from_uint8, load_spec, make_scene, parse_caption, render_scene
-from minimagen.evaluate import _low_pass
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py and the scripts kept there
 from common import save_rows  # noqa: E402
+from regimes import _low_pass  # noqa: E402  (benchmarks/archive/regimes.py)
 WORLDS = {"B": dict(phased=False), "D": dict(phased=True), "D, dark 0.8": dict(phased=True, dark=0.8),
           "D, dark 0.95": dict(phased=True, dark=0.95), "D, dark 0.99": dict(phased=True, dark=0.99)}
 TRAINED = {"B (trained v model)": "thresholding_regimes_diagnose.csv", "C (trained v model)": "thresholding_regimes_diagnose_C.csv"}

@@ -5,7 +5,7 @@ and the shading depends on geometry alone. Regime B, the textured world (texture
 ε-objective twin textured32_eps.pt, the paper's parameterisation): one huge object whose caption decides
 its fine detail (stripes, checks or plain) at the pixel limits. Four phases:
 
-  diagnose  per sampling step, static clipping at w = 15 (evaluate.guidance_diagnostics): the caption's pull
+  diagnose  per sampling step, static clipping at w = 15 (regimes.guidance_diagnostics): the caption's pull
             |x0_cond - x0_uncond| split into parts coarser and finer than the texture period, the
             fraction of the guided raw x0 beyond +-1 inside and outside the objects, and s under each
             dynamic rule (p in {0.9, 0.95, 0.995}, cap 1.5 or none). Both regimes, 16 captions each.
@@ -40,9 +40,10 @@ import torch
 
 from minimagen import metrics
 from minimagen.data import all_captions
-from minimagen.evaluate import SCORES, guidance_diagnostics, guidance_sweep, paired_difference
+from minimagen.evaluate import SCORES, guidance_sweep, paired_difference
 from minimagen.imagen import load_cascade
-from minimagen.plot import regime_diagnostics_figure, tradeoff_plot
+from minimagen.plot import tradeoff_plot
+from regimes import guidance_diagnostics, regime_diagnostics_figure  # noqa: E402  (benchmarks/archive/regimes.py)
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py and the scripts kept there

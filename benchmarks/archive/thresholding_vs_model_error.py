@@ -32,7 +32,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from minimagen.evaluate import guidance_diagnostics, paired_difference
+from minimagen.evaluate import paired_difference
+from regimes import guidance_diagnostics  # noqa: E402  (benchmarks/archive/regimes.py)
 from minimagen.imagen import load_cascade
 from minimagen.train import Trainer, TrainConfig
 
