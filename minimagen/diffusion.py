@@ -313,9 +313,8 @@ def karras_loop(denoise, noise, steps, schedule="cosine", callback=None, step=he
         return x0
 
     x = noise * sigmas[0]  # Algorithm 1 line 2: x~_0 ~ N(0, sigma_max^2 I)
-    for i in range(steps - 1):
-        calls = iter([i])  # the callback sees each step's first call only
-        x = step(lambda x_, s_: D_(x_, s_, next(calls, None)), x, sigmas[i], sigmas[i + 1])
+    for i in range(steps - 1):  # the callback sees step i's call at sigma_i (its second call is at sigma_i+1)
+        x = step(lambda x_, s_, i=i: D_(x_, s_, i if s_ == sigmas[i] else None), x, sigmas[i], sigmas[i + 1])
     return D_(x, sigmas[steps - 1], steps - 1)  # Euler to sigma = 0: x~ + (0 - s)(x~ - D) / s is D itself
 
 
@@ -325,7 +324,7 @@ SAMPLERS = ("ddim", "ddpm", "karras")
 @torch.no_grad()
 def sample_loop(model_fn, shape, steps=50, sampler="ddim", objective="eps", thresholding="dynamic",
                 percentile=DYNAMIC_PERCENTILE, schedule="cosine", eta=0.0, generator=None, device="cpu", callback=None,
-                cap=DYNAMIC_CAP):
+                cap=DYNAMIC_CAP, step=None):
     """Generate [B, C, H, W] images in [-1, 1] from pure noise.
 
     model_fn(x_t, log_snr [B]) -> network prediction (already guided: see classifier_free_guidance).
@@ -333,6 +332,8 @@ def sample_loop(model_fn, shape, steps=50, sampler="ddim", objective="eps", thre
     function x0 -> x0) before the step [Imagen Sec. 2.3]. The last step returns that x_0 itself. Noise is drawn on the CPU from
     `generator`, so a seed gives the same noise on every device.
     callback(i, log_snr, x_t, x0_raw, x0) is called at every step (for trajectories and plots).
+    step(x_t, x0, log_snr_t, log_snr_s, randn) -> x_s replaces the sampler's step (a learner's own, notebook 04);
+    randn() draws its fresh noise, if any.
     sampler "karras": Heun's method on Karras et al.'s sigmas (karras_loop): 2 * steps - 1 model calls,
     deterministic (eta is ignored). No argument is checked here: Imagen.sample checks them once
     (checks.check_sampling_args), and so can you before calling this directly."""
@@ -353,6 +354,9 @@ def sample_loop(model_fn, shape, steps=50, sampler="ddim", objective="eps", thre
     log_snrs = sampling_log_snrs(steps, schedule, device)
     if sampler == "karras":  # steps = sigma intervals, 2 * steps - 1 model calls (see karras_loop)
         return karras_loop(denoise, randn(), steps, schedule, callback)
+    if step is None:  # DDPM draws fresh noise at every step; DDIM only with eta > 0
+        step = ((lambda x, x0, lt, ls, randn: ddpm_step(x, x0, lt, ls, randn())) if sampler == "ddpm" else
+                (lambda x, x0, lt, ls, randn: ddim_step(x, x0, lt, ls, randn() if eta > 0 else 0.0, eta)))
     x = randn()  # x_1 ~ N(0, I)
     for i in range(steps):
         log_snr_t, log_snr_s = log_snrs[i].expand(shape[0]), log_snrs[i + 1].expand(shape[0])
@@ -361,7 +365,4 @@ def sample_loop(model_fn, shape, steps=50, sampler="ddim", objective="eps", thre
             callback(i, log_snr_t, x, x0_raw, x0)
         if i == steps - 1:
             return x0
-        if sampler == "ddpm":
-            x = ddpm_step(x, x0, log_snr_t, log_snr_s, randn())
-        else:
-            x = ddim_step(x, x0, log_snr_t, log_snr_s, randn() if eta > 0 else 0.0, eta)
+        x = step(x, x0, log_snr_t, log_snr_s, randn)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from minimagen import diffusion as D
 from minimagen import exercises as X
 from minimagen import learner as L
 
@@ -131,6 +132,10 @@ def test_the_written_out_references_are_the_package():
         torch.testing.assert_close(X.cascade(model, ["a red circle", "a blue square"], w, 3, 0, aug),
                                    model.sample(["a red circle", "a blue square"], w, steps=3, seed=0, lowres_aug_level=aug,
                                                 return_all_stages=True))
+    for step, sampler in ((X.ddim_step, "ddim"), (X.ddpm_step, "ddpm")):  # notebook 04's step signature, in the loop
+        torch.testing.assert_close(X.reference_sample(X.toy_network, (2, 3, 4, 4), 4, step, seed=0),
+                                   D.sample_loop(X.toy_network, (2, 3, 4, 4), 4, sampler, "v",
+                                                 generator=torch.Generator().manual_seed(0)), rtol=0, atol=0)
     layer, x, tokens, mask = X.EXERCISES["cross_attention"].cases()[0]
     torch.testing.assert_close(X.cross_attention_by_hand(layer, x, tokens, mask), layer(x, tokens, mask))
 

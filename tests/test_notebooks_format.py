@@ -87,12 +87,11 @@ MACHINE_WORDS = r"EPYC|Zen ?[345]\b|Xeon|\bAMX\b|\bAVX|load average|TFLOP|getloa
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebooks_read_as_lessons(path):
-    """At most ~2,500 words of prose (math, code blocks and links not counted), and no machine models, FLOP budgets or
-    load averages outside the provenance footnote, the last cell: those belong in benchmarks/README.md."""
+    """At most 2,500 words in the markdown cells (solutions included), and no machine models, FLOP budgets or load
+    averages outside the provenance footnote, the last cell: those belong in benchmarks/README.md."""
     cells = json.loads(path.read_text())["cells"]
-    prose = " ".join(re.sub(r"\$[^$]*\$|```.*?```|<[^>]+>|\(http[^)]*\)", " ", "".join(c["source"]), flags=re.S)
-                     for c in cells if c["cell_type"] == "markdown")
-    assert len(prose.split()) <= 2600, f"{len(prose.split())} words of prose: cut to ~2,500"
+    words = sum(len("".join(c["source"]).split()) for c in cells if c["cell_type"] == "markdown")
+    assert words <= 2500, f"{words} words of markdown: cut to 2,500"
     for i, c in enumerate(cells[:-1]):
         hit = re.search(MACHINE_WORDS, "".join(c["source"]))
         assert not hit, f"cell {i} says {hit.group(0)!r}: move it to the footnote (the last cell) or benchmarks/README.md"
