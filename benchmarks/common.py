@@ -1,5 +1,5 @@
 """What the benchmark scripts share and the package does not need: the machine a timing ran on, the timing
-precisions a machine can measure fairly, the sweep rows' CSV and text table, and the trainer of the Fréchet distance's feature net.
+precisions a machine can measure fairly, the guidance x thresholding sweep, its rows' CSV and text table, and the trainer of the Fréchet distance's feature net.
 
 Scripts in benchmarks/ import it as `from common import ...` (Python puts a script's folder first on
 sys.path); tests as `from benchmarks.common import ...`. Retrain data/feature_net.pt with
@@ -18,7 +18,9 @@ import torch.nn.functional as F
 
 from minimagen.data import ShapesDataset, load_spec
 from minimagen.device import cpu_has_bf16
-from minimagen.metrics import FEATURE_NET_PATH, FeatureNet, load_feature_net
+from minimagen.diffusion import as_thresholding
+from minimagen.evaluate import _mean_se, rule_fields, score_images
+from minimagen.metrics import FEATURE_NET_PATH, FeatureNet, fidelity, load_feature_net
 
 
 @lru_cache(maxsize=None)
@@ -66,8 +68,60 @@ def save_rows(rows, path, columns) -> Path:
     return path
 
 
+# ---------------------------------------------------------------- the guidance x thresholding sweep
+def guidance_sweep(model, captions, guidance_scales, methods=("none", "static", "dynamic"), seeds=(0,), steps=25,
+                   sampler="ddim", frechet=False, progress=None) -> list[dict]:
+    """One row per (method, w) [Imagen Sec. 2.2-2.3, Fig. 4c / A.31]: the base stage sampled once per seed for all
+    captions (every (method, w) from the same noise for a given seed), then
+      method, thresholding, percentile, cap   the rule (a diffusion.Thresholding or a method name) and its label
+      alignment, alignment_se   mean caption alignment over the seeds x captions images, its standard error
+      off_palette, off_palette_se   mean fraction of pixels no real image has (over-saturation, noise)
+      shading, pinned (+ _se)   the detail measures: shading kept inside the objects (1 = as real), and
+                                the fraction of object pixels pinned at +-1 (metrics.detail_scores)
+      fidelity = 1 - off_palette   (higher is better)
+      raw_x0_max, raw_x0_outside   largest |predicted x0| over all steps, mean fraction of its pixels outside
+                                   [-1, 1] (the train/test mismatch); x0_max: largest |x0| after thresholding
+      frechet, frechet_se       (frechet=True) Fréchet distance to real images per seed: mean, s.e. over seeds
+      scores                    {'alignment', 'off_palette', 'shading', 'pinned'}: per image [seeds, captions]
+      images, captions          [seeds, captions, 3, H, W] on the CPU (for grids), and the captions.
+    progress: optional callable(done, total, row) to report each row (sweeps are slow on a CPU)."""
+    captions, seeds = list(captions), list(seeds)
+    total, rows = len(methods) * len(guidance_scales), []
+    for method in methods:
+        rule = as_thresholding(method)
+        for w in guidance_scales:
+            seen = {"raw_max": 0.0, "max": 0.0, "outside": []}
+
+            def callback(i, log_snr, x_t, x0_raw, x0):  # how far guidance pushes x0 out of the data range
+                seen["raw_max"] = max(seen["raw_max"], x0_raw.abs().max().item())
+                seen["max"] = max(seen["max"], x0.abs().max().item())
+                seen["outside"].append((x0_raw.abs() > 1).float().mean().item())
+
+            images = torch.stack([model.sample(captions, guidance_scale=float(w), thresholding=rule, steps=steps,
+                                               sampler=sampler, seed=seed, stages=1, callback=callback).cpu()
+                                  for seed in seeds])  # [S, B, 3, H, W]
+            row = dict(**rule_fields(rule), guidance_scale=float(w), **score_images(images, captions),
+                       raw_x0_max=seen["raw_max"], x0_max=seen["max"],
+                       raw_x0_outside=sum(seen["outside"]) / len(seen["outside"]), images=images, captions=captions)
+            if frechet:  # a set statistic: one value per seed (needs many captions to mean much)
+                row["frechet"], row["frechet_se"] = _mean_se(torch.tensor([fidelity(x)["frechet"] for x in images]))
+            rows.append(row)
+            if progress is not None:
+                progress(len(rows), total, row)
+    return rows
+
+
+def find_row(rows, method, guidance_scale) -> dict:
+    """The sweep row with this method (a label, a name, or a Thresholding) and guidance scale."""
+    label = method if isinstance(method, str) and method in {r["method"] for r in rows} else as_thresholding(method).label
+    for r in rows:
+        if r["method"] == label and r["guidance_scale"] == float(guidance_scale):
+            return r
+    raise KeyError(f"no sweep row for method {label!r} at w = {guidance_scale}")
+
+
 def sweep_table(rows, frechet=None) -> str:
-    """A guidance sweep (minimagen.evaluate.guidance_sweep) as a text table: one line per (method, w);
+    """A guidance sweep (guidance_sweep) as a text table: one line per (method, w);
     x0 out = raw_x0_outside."""
     frechet = any("frechet" in r for r in rows) if frechet is None else frechet
     lines = [f"{'method':<27}{'w':>5}{'alignment':>16}{'shading kept':>16}{'pinned':>16}{'x0 out':>8}"

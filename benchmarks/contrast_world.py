@@ -52,9 +52,10 @@ sys.path.insert(0, str(HERE))
 from train_curve import fixed_captions  # noqa: E402  (the evaluation and selection draws every benchmark uses)
 
 CKPTS = data.DATA_DIR / "checkpoints"
-# (label, thresholding, percentile, cap): the rules every phase compares
-RULES = (("none", "none", 0.9, None), ("static", "static", 0.9, None), ("default p0.9 cap1.5", "dynamic", 0.9, 1.5),
-         ("p0.9 uncapped", "dynamic", 0.9, None), ("Imagen p0.995 uncapped", "dynamic", 0.995, None))
+# (label, thresholding rule): the rules every phase compares
+RULES = (("none", D.Thresholding("none")), ("static", D.Thresholding("static")),
+         ("default p0.9 cap1.5", D.DEFAULT_THRESHOLDING), ("p0.9 uncapped", D.Thresholding("dynamic", 0.9, None)),
+         ("Imagen p0.995 uncapped", D.IMAGEN_THRESHOLDING))
 
 
 def mean_se(v) -> tuple[float, float]:
@@ -81,8 +82,8 @@ def exact_phase(args):
               "full frame": full_frame_set(np.linspace(0.3, 2.0, 24)), "full frame, fixed": full_frame_set([0.9])}
     for world, (exact, levels) in worlds.items():
         for w in (1.0, 5.0, 10.0):
-            for label, th, p, cap in RULES:
-                x, labels = guided_samples(exact, w, th, per_label=4 if "frame" not in world else 6, percentile=p, cap=cap)
+            for label, rule in RULES:
+                x, labels = guided_samples(exact, w, rule, per_label=4 if "frame" not in world else 6)
                 near = exact.nearest(x)
                 rows.append(dict(world=world, guidance_scale=w, rule=label, contrast=levels[near].mean().item(),
                                  pinned=(x.abs() > 0.98).float().mean().item(),
@@ -111,9 +112,8 @@ def score(images, captions) -> dict:
 
 
 def sample_scores(model, captions, w, rule, seeds, steps=25):
-    _, th, p, cap = rule
-    images = torch.cat([model.sample(captions, guidance_scale=w, thresholding=th, percentile=p, cap=cap, steps=steps,
-                                     seed=s) for s in seeds])
+    images = torch.cat([model.sample(captions, guidance_scale=w, thresholding=rule[1], steps=steps, seed=s)
+                        for s in seeds])
     return images, score(images, captions * len(seeds))
 
 
@@ -188,9 +188,9 @@ def select_phase(args):
         for w in args.ws:
             _, st = sample_scores(model, captions, w, RULES[1], args.seeds)
             for p, cap in [("static", None)] + settings:
-                rule = RULES[1] if p == "static" else (f"p{p:g} cap{cap}", "dynamic", p, cap)
+                rule = RULES[1] if p == "static" else (f"p{p:g} cap{cap}", D.Thresholding("dynamic", p, cap))
                 _, s = sample_scores(model, captions, w, rule, args.seeds)
-                row = dict(world=world, guidance_scale=w, rule=rule[0], percentile=rule[2], cap=rule[3])
+                row = dict(world=world, guidance_scale=w, rule=rule[0], percentile=rule[1].percentile, cap=rule[1].cap)
                 row["contrast_minus_w1"], row["contrast_minus_w1_se"] = mean_se(s["contrast"] - ref["contrast"])
                 row["alignment_minus_static"], row["alignment_minus_static_se"] = mean_se(s["alignment"] - st["alignment"])
                 row["shading"] = mean_se(s["shading"])[0]

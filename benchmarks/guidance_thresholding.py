@@ -36,14 +36,14 @@ import torch
 
 from minimagen import diffusion as D
 from common import describe_machine
-from minimagen.evaluate import SCORES, find_row, guidance_sweep, paired_difference
+from minimagen.evaluate import SCORES, paired_difference
 from minimagen.imagen import load_cascade
 from minimagen.plot import tradeoff_plot
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from train_curve import fixed_captions  # noqa: E402  (the evaluation and selection draws every benchmark uses)
-from common import save_rows, sweep_table  # noqa: E402
+from common import find_row, guidance_sweep, save_rows, sweep_table  # noqa: E402
 SAMPLER_CONFIGS = (("ddim", 10), ("ddim", 25), ("ddim", 50), ("ddpm", 50))
 COLUMNS = (["phase", "method", "thresholding", "percentile", "cap", "sampler", "steps", "guidance_scale", "n_images"]
            + [f"{k}{e}" for k in SCORES for e in ("", "_se")]
@@ -115,8 +115,8 @@ def main():
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--guidance", type=float, nargs="+", default=None, help="default: the phase's")
     p.add_argument("--steps", type=int, default=25, help="DDIM steps (select, evaluate)")
-    p.add_argument("--percentile", type=float, default=D.DYNAMIC_PERCENTILE, help="the chosen p (evaluate, samplers)")
-    p.add_argument("--cap", type=float, default=D.DYNAMIC_CAP, help="the chosen cap, 0 = none (evaluate, samplers)")
+    p.add_argument("--percentile", type=float, default=D.DEFAULT_THRESHOLDING.percentile, help="the chosen p (evaluate, samplers)")
+    p.add_argument("--cap", type=float, default=D.DEFAULT_THRESHOLDING.cap, help="the chosen cap, 0 = none (evaluate, samplers)")
     p.add_argument("--results", default=str(HERE / "results"))
     args = p.parse_args()
     start = time.time()
@@ -125,7 +125,7 @@ def main():
     captions, n_train = picked["train"] + picked["held_out"], args.n_captions
     n_images = len(captions) * len(args.seeds)
     cap = None if args.cap <= 0 else args.cap
-    chosen = ("dynamic", args.percentile, cap)
+    chosen = D.Thresholding("dynamic", args.percentile, cap)
     print(f"{machine()}; phase {args.phase}: {len(captions)} {'selection' if args.phase == 'select' else 'evaluation'} "
           f"captions ({n_train} training, {n_train} held-out) x seeds {args.seeds} = {n_images} images per cell", flush=True)
 
@@ -143,15 +143,16 @@ def main():
 
     if args.phase == "select":
         ws = args.guidance or [10, 15]
-        methods = ["none", "static"] + [("dynamic", pp, c) for pp in (0.9, 0.95, 0.995) for c in (1.5, 2.0, 3.0, None)]
+        methods = ["none", "static"] + [D.Thresholding("dynamic", pp, c) for pp in (0.9, 0.95, 0.995)
+                                      for c in (1.5, 2.0, 3.0, None)]
         rows = sweep(methods, ws, steps=args.steps)
         print(sweep_table(rows))
         choice, lines = select(rows, ws)
         print("\n".join(lines))
     elif args.phase == "evaluate":
         ws = args.guidance or [1, 3, 7.5, 10, 15]
-        methods = list(dict.fromkeys(["none", "static", chosen, ("dynamic", args.percentile, None), ("dynamic", 0.95, 1.5),
-                                      ("dynamic", 0.995, None)]))
+        methods = list(dict.fromkeys(["none", "static", chosen, D.Thresholding("dynamic", args.percentile, None),
+                                      D.IF_THRESHOLDING, D.IMAGEN_THRESHOLDING]))
         rows = sweep(methods, ws, steps=args.steps, frechet=True)
         print(sweep_table(rows))
         label = find_row(rows, chosen, ws[0])["method"]

@@ -99,8 +99,8 @@ def main():
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--guidance", type=float, default=3.0)
     p.add_argument("--thresholding", default="dynamic")
-    p.add_argument("--percentile", type=float, default=diffusion.DYNAMIC_PERCENTILE)
-    p.add_argument("--cap", type=float, default=diffusion.DYNAMIC_CAP, help="dynamic thresholding's cap on s (0 = none)")
+    p.add_argument("--percentile", type=float, default=diffusion.DEFAULT_THRESHOLDING.percentile)
+    p.add_argument("--cap", type=float, default=diffusion.DEFAULT_THRESHOLDING.cap, help="dynamic thresholding's cap on s (0 = none)")
     p.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, help="sampler:steps (skipped if the sampler is missing)")
     p.add_argument("--reference", default="ddim:25", help="the row paired differences are taken from")
     p.add_argument("--out", default=str(HERE / "results" / "samplers.csv"))
@@ -125,12 +125,12 @@ def main():
           f"w = {args.guidance:g}, {args.thresholding} p={args.percentile:g} cap={args.cap:g}; torch threads {torch.get_num_threads()}; "
           f"{load()}" + (f"; samplers not in this minimagen, skipped: {missing}" if missing else ""), flush=True)
     model.sample(captions[:2], guidance_scale=args.guidance, steps=2, stages=1)  # warm-up (allocations, caches)
-    rows = []
+    rows, rule = [], diffusion.Thresholding(args.thresholding, args.percentile, args.cap or None)
     for sampler, steps in configs:
         wall, cpu, images = time.perf_counter(), time.process_time(), []
         for seed in args.seeds:
-            images.append(model.sample(captions, guidance_scale=args.guidance, thresholding=args.thresholding,
-                                       percentile=args.percentile, cap=args.cap or None, steps=steps, sampler=sampler, seed=seed, stages=1).cpu())
+            images.append(model.sample(captions, guidance_scale=args.guidance, thresholding=rule, steps=steps,
+                                       sampler=sampler, seed=seed, stages=1).cpu())
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         images = torch.stack(images)  # [S, B, 3, H, W]
         row = dict(sampler=sampler, steps=steps, nfe=nfe(sampler, steps), n_images=n_images, batch=len(captions),

@@ -23,19 +23,22 @@ def _is_real(x) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
-def check_sampling_args(steps, sampler, thresholding, percentile, cap):
-    """The settings diffusion.sample_loop takes, checked once before sampling."""
-    from .diffusion import DYNAMIC_CAP, DYNAMIC_PERCENTILE, SAMPLERS, THRESHOLDING
+def check_thresholding(rule):
+    """A diffusion.Thresholding's fields, checked when it is made."""
+    check_choice(rule.method, ("none", "static", "dynamic"), "thresholding")
+    if not (_is_real(rule.percentile) and 0.0 < rule.percentile <= 1.0):
+        raise MinimagenError(f"percentile must be in (0, 1], got {rule.percentile!r}: 0.9 is a good default.")
+    if rule.cap is not None and not (_is_real(rule.cap) and 1.0 <= rule.cap < math.inf):
+        raise MinimagenError(f"cap must be None (no cap) or a number >= 1, got {rule.cap!r}: 1.5 is a good default.")
+
+
+def check_sampling_args(steps, sampler, thresholding):
+    """The settings diffusion.sample_loop takes, checked once before sampling -> the thresholding rule."""
+    from .diffusion import SAMPLERS, as_thresholding
     if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps <= 0:
         raise MinimagenError(f"steps must be a positive integer, got {steps!r}: try 50 for DDIM, 250 for DDPM.")
     check_choice(sampler, SAMPLERS, "sampler")
-    if callable(thresholding):  # your own rule, x0 -> x0
-        return
-    check_choice(thresholding, THRESHOLDING, "thresholding")
-    if not (_is_real(percentile) and 0.0 < percentile <= 1.0):
-        raise MinimagenError(f"percentile must be in (0, 1], got {percentile!r}: {DYNAMIC_PERCENTILE} is a good default.")
-    if cap is not None and not (_is_real(cap) and 1.0 <= cap < math.inf):
-        raise MinimagenError(f"cap must be None (no cap) or a number >= 1, got {cap!r}: {DYNAMIC_CAP} is a good default.")
+    return as_thresholding(thresholding)
 
 
 def check_finite(images):

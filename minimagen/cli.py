@@ -12,7 +12,7 @@ import time
 import typing
 from pathlib import Path
 
-from .diffusion import DYNAMIC_CAP, DYNAMIC_PERCENTILE
+from .diffusion import DEFAULT_THRESHOLDING, Thresholding
 from .errors import MinimagenError
 
 # the contrast world's demo captions: random.Random(0).sample(all_captions("train", world="contrast"), 6), drawn once
@@ -61,10 +61,12 @@ def cmd_train(args):
 def cmd_sample(args):
     from .imagen import load_cascade
     from .plot import save_grid
+    if 0 < args.cap < 1:  # Thresholding's own message would say None, which the command line spells 0
+        raise MinimagenError(f"--cap must be 0 (no cap) or a number >= 1, got {args.cap:g}: 1.5 is a good default.")
+    rule = Thresholding(args.thresholding, args.percentile, None if args.cap <= 0 else args.cap)  # checked before loading
     model = load_cascade(args.checkpoints, device=args.device)
-    images = model.sample(args.captions, guidance_scale=args.guidance, thresholding=args.thresholding,
-                          percentile=args.percentile, cap=None if args.cap <= 0 else args.cap, steps=args.steps, sampler=args.sampler, seed=args.seed,
-                          lowres_aug_level=args.aug_level)
+    images = model.sample(args.captions, guidance_scale=args.guidance, thresholding=rule, steps=args.steps,
+                          sampler=args.sampler, seed=args.seed, lowres_aug_level=args.aug_level)
     print(f"wrote {save_grid(images, args.out, captions=args.captions)}")
 
 
@@ -148,8 +150,8 @@ def main(argv=None):
     p.add_argument("--captions", nargs="+", required=True)
     p.add_argument("--guidance", type=float, default=3.0)
     p.add_argument("--thresholding", default="dynamic", help="none, static or dynamic")
-    p.add_argument("--percentile", type=float, default=DYNAMIC_PERCENTILE, help="dynamic thresholding's percentile p")
-    p.add_argument("--cap", type=float, default=DYNAMIC_CAP, help="dynamic thresholding's ceiling on s (0 = no cap)")
+    p.add_argument("--percentile", type=float, default=DEFAULT_THRESHOLDING.percentile, help="dynamic thresholding's percentile p")
+    p.add_argument("--cap", type=float, default=DEFAULT_THRESHOLDING.cap, help="dynamic thresholding's ceiling on s (0 = no cap)")
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--sampler", default="ddim", help="ddim or ddpm")
     p.add_argument("--seed", type=int, default=0)

@@ -17,10 +17,11 @@ arguments are checked once where they come in (Imagen.sample, Imagen.loss, inpai
 minimagen/checks.py), not at every step of the sampler.
 """
 import math
+from dataclasses import dataclass
 
 import torch
 
-from .checks import check_choice
+from .checks import check_choice, check_thresholding
 
 LOG_SNR_MIN, LOG_SNR_MAX = -20.0, 20.0  # alpha(t=1) ~ 4.5e-5: pure noise to float precision
 
@@ -136,25 +137,14 @@ def static_threshold(x0):
     return x0.clamp(-1.0, 1.0)
 
 
-# Defaults chosen by `benchmarks/guidance_thresholding.py select` on the shaded data (benchmarks/README.md): the most
-# shading kept at w = 10 and 15 on captions apart from the evaluation set; confirmed, within noise, by
-# `benchmarks/contrast_world.py select` in the contrast world, where dynamic thresholding wins (notebook 07). (diffusers: p = 0.995 uncapped by
-# default, DeepFloyd IF p = 0.95 cap 1.5; imagen-pytorch p = 0.95 uncapped; MinImagen p = 0.9.)
-DYNAMIC_PERCENTILE = 0.9
-DYNAMIC_CAP = 1.5
-# Two published settings, by name: Imagen's paper (p = 99.5%, no cap; diffusers' default) and DeepFloyd IF's.
-IMAGEN_PERCENTILE, IMAGEN_CAP = 0.995, None
-IF_PERCENTILE, IF_CAP = 0.95, 1.5
-
-
-def dynamic_threshold_scale(x0, percentile: float = DYNAMIC_PERCENTILE, cap: float | None = DYNAMIC_CAP):
+def dynamic_threshold_scale(x0, percentile: float, cap: float | None):
     """s [B] of dynamic thresholding: the percentile of |x_0| over each sample's pixels, at least 1,
     at most `cap` (None: no cap)."""
     flat = x0.detach().reshape(x0.shape[0], -1).abs().float()  # float32, also under bf16
     return torch.quantile(flat, float(percentile), dim=1).clamp(min=1.0, max=cap)
 
 
-def dynamic_threshold(x0, percentile: float = DYNAMIC_PERCENTILE, cap: float | None = DYNAMIC_CAP):
+def dynamic_threshold(x0, percentile: float, cap: float | None):
     """Dynamic thresholding [Imagen Sec. 2.3, Fig. A.31 / Algorithm "dynamic thresholding"]:
         s = percentile of |x_0| over each sample's pixels;  s = min(max(s, 1), cap);  x_0 = clip(x_0, -s, s) / s.
     Pixels that guidance pushed past the data range are pulled back *together* (divided by s)
@@ -166,8 +156,7 @@ def dynamic_threshold(x0, percentile: float = DYNAMIC_PERCENTILE, cap: float | N
     is divided by 15: a grey x_0, from which the next step's prediction is again extrapolated far out,
     divided again... the sampler never recovers (notebook 07 plots s per step). With a cap, pixels
     beyond cap are clipped, the rest divided by at most cap: detail inside [-cap, cap] survives.
-    cap = 1 is static clipping; cap = None is the paper's uncapped rule.
-    p = 0.995 is diffusers' default; imagen-pytorch uses 0.95 (it was 0.9), MinImagen 0.9."""
+    cap = 1 is static clipping; cap = None is the paper's uncapped rule."""
     if x0.numel() == 0:
         return x0  # nothing to rescale (quantile of nothing is undefined)
     s = _bcast(dynamic_threshold_scale(x0, percentile, cap), x0)
@@ -177,14 +166,49 @@ def dynamic_threshold(x0, percentile: float = DYNAMIC_PERCENTILE, cap: float | N
 THRESHOLDING = ("none", "static", "dynamic")
 
 
-def threshold(x0, method: str = "dynamic", percentile: float = DYNAMIC_PERCENTILE, cap: float | None = DYNAMIC_CAP):
-    """Apply one of Imagen's three choices to a predicted x_0."""
-    if method == "dynamic":
-        return dynamic_threshold(x0, percentile, cap)
-    if method == "static":
-        return static_threshold(x0)
-    check_choice(method, THRESHOLDING, "thresholding")  # only "none" is left
-    return x0
+@dataclass(frozen=True)
+class Thresholding:
+    """One of Imagen's three choices for the predicted x_0, as one value: Thresholding() is the default
+    rule, Thresholding("static") clips, Thresholding("dynamic", 0.995, None) is the paper's. Call it on
+    an x_0. Wherever a sampler takes `thresholding=`, a method name means that method with the default
+    p and cap, and any function x0 -> x0 (a learner's own) works too. Checked once, when it is made."""
+    method: str = "dynamic"
+    percentile: float = 0.9  # p: which quantile of |x_0| sets s
+    cap: float | None = 1.5  # s <= cap (diffusers' sample_max_value); None = uncapped, as in the paper
+
+    def __post_init__(self):
+        check_thresholding(self)
+
+    def __call__(self, x0):
+        if self.method == "dynamic":
+            return dynamic_threshold(x0, self.percentile, self.cap)
+        return static_threshold(x0) if self.method == "static" else x0
+
+    @property
+    def label(self) -> str:
+        """"static", "dynamic p=0.9 cap=1.5", "dynamic p=0.995 uncapped": the name in tables and plots."""
+        if self.method != "dynamic":
+            return self.method
+        return f"dynamic p={self.percentile:g} " + ("uncapped" if self.cap is None else f"cap={self.cap:g}")
+
+
+def as_thresholding(rule):
+    """A method name -> Thresholding(name); a Thresholding or a function x0 -> x0 is used as it is."""
+    return rule if callable(rule) else Thresholding(rule)
+
+
+def threshold(x0, rule="dynamic"):
+    """Apply a thresholding rule (a method name, a Thresholding, or a function x0 -> x0) to a predicted x_0."""
+    return as_thresholding(rule)(x0)
+
+
+# The default, chosen by `benchmarks/guidance_thresholding.py select` on the shaded data (benchmarks/README.md): the
+# most shading kept at w = 10 and 15 on captions apart from the evaluation set; confirmed, within noise, by
+# `benchmarks/contrast_world.py select` in the contrast world, where dynamic thresholding wins (notebook 07).
+# diffusers: p = 0.995 uncapped by default; imagen-pytorch p = 0.95 uncapped; MinImagen p = 0.9.
+DEFAULT_THRESHOLDING = Thresholding()
+IMAGEN_THRESHOLDING = Thresholding("dynamic", 0.995, None)  # the paper's p = 99.5%, no cap (diffusers' default)
+IF_THRESHOLDING = Thresholding("dynamic", 0.95, 1.5)  # DeepFloyd IF's
 
 
 # ---------------------------------------------------------------- classifier-free guidance
@@ -322,14 +346,13 @@ SAMPLERS = ("ddim", "ddpm", "karras")
 
 
 @torch.no_grad()
-def sample_loop(model_fn, shape, steps=50, sampler="ddim", objective="eps", thresholding="dynamic",
-                percentile=DYNAMIC_PERCENTILE, schedule="cosine", eta=0.0, generator=None, device="cpu", callback=None,
-                cap=DYNAMIC_CAP, step=None):
+def sample_loop(model_fn, shape, steps=50, sampler="ddim", objective="eps", thresholding=DEFAULT_THRESHOLDING,
+                schedule="cosine", eta=0.0, generator=None, device="cpu", callback=None, step=None):
     """Generate [B, C, H, W] images in [-1, 1] from pure noise.
 
     model_fn(x_t, log_snr [B]) -> network prediction (already guided: see classifier_free_guidance).
-    At every step the predicted x_0 is thresholded (none / static / dynamic with percentile and cap, or a
-    function x0 -> x0) before the step [Imagen Sec. 2.3]. The last step returns that x_0 itself. Noise is drawn on the CPU from
+    At every step the predicted x_0 is thresholded (a Thresholding, a method name, or a function x0 -> x0)
+    before the step [Imagen Sec. 2.3]. The last step returns that x_0 itself. Noise is drawn on the CPU from
     `generator`, so a seed gives the same noise on every device.
     callback(i, log_snr, x_t, x0_raw, x0) is called at every step (for trajectories and plots).
     step(x_t, x0, log_snr_t, log_snr_s, randn) -> x_s replaces the sampler's step (a learner's own, notebook 04);
@@ -338,11 +361,7 @@ def sample_loop(model_fn, shape, steps=50, sampler="ddim", objective="eps", thre
     deterministic (eta is ignored). No argument is checked here: Imagen.sample checks them once
     (checks.check_sampling_args), and so can you before calling this directly."""
     check_choice(sampler, SAMPLERS, "sampler")  # an unknown name would otherwise run DDIM
-    if callable(thresholding):  # your own rule, x0 -> x0 (e.g. a learner's function)
-        apply_threshold = thresholding
-    else:
-        check_choice(thresholding, THRESHOLDING, "thresholding")
-        apply_threshold = lambda x0: threshold(x0, thresholding, percentile, cap)
+    apply_threshold = as_thresholding(thresholding)
 
     def randn():
         return torch.randn(shape, generator=generator).to(device)

@@ -88,7 +88,7 @@ def full_frame_set(contrasts, size: int = 16):
 def guided_samples(exact, guidance_scale, thresholding, per_label: int = 4, steps: int = 25, seed: int = 0,
                    guided_x0=None, **kw):
     """Guided DDIM samples [per_label x labels, C, H, W] of the exact denoiser, the same noise for every rule;
-    thresholding is a name (with percentile / cap in kw) or a function x0 -> x0. -> (samples, their labels)."""
+    thresholding: a diffusion.Thresholding, a method name, or a function x0 -> x0. -> (samples, their labels)."""
     labels = torch.arange(int(exact.labels.max()) + 1).repeat_interleave(per_label)
     x = D.sample_loop(exact.model_fn(labels, guidance_scale, guided_x0), (len(labels), *exact.shape), steps=steps,
                       objective="x0", thresholding=thresholding, generator=torch.Generator().manual_seed(seed), **kw)

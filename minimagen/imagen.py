@@ -51,26 +51,27 @@ def upsample_and_augment(lowres, size: int, aug_level, schedule: str = "cosine",
     return noise_augment(resize(lowres, size), aug_level, schedule, generator)
 
 
-def check_images(images, size: int):
-    """Training images must be float [B, 3, size, size] in [-1, 1]: one clear error otherwise."""
+def check_images(images, size: int, name: str = "images"):
+    """Images a stage takes in (training images, or an SR stage's lowres_images) must be float [B, 3, size, size]
+    in [-1, 1]: one clear error otherwise, naming the argument."""
     if not torch.is_tensor(images):
-        raise MinimagenError(f"images must be a torch tensor [B, 3, H, W], got {type(images).__name__}: convert it "
+        raise MinimagenError(f"{name} must be a torch tensor [B, 3, H, W], got {type(images).__name__}: convert it "
                              "with torch.as_tensor(images).")
     if images.ndim != 4:
-        raise MinimagenError(f"images must be a tensor [B, 3, H, W], got {getattr(images, 'shape', type(images))}: "
+        raise MinimagenError(f"{name} must be a tensor [B, 3, H, W], got {getattr(images, 'shape', type(images))}: "
                              "stack single images [3, H, W] with torch.stack(list_of_images).")
     if images.shape[0] == 0:
-        raise MinimagenError("images is an empty batch [0, 3, H, W]: pass at least one image.")
+        raise MinimagenError(f"{name} is an empty batch [0, 3, H, W]: pass at least one image.")
     if images.shape[1] != 3:
-        raise MinimagenError(f"images must have 3 (RGB) channels, got {images.shape[1]}: convert with .convert('RGB') or repeat grey channels.")
+        raise MinimagenError(f"{name} must have 3 (RGB) channels, got {images.shape[1]}: convert with .convert('RGB') or repeat grey channels.")
     if tuple(images.shape[-2:]) != (size, size):
-        raise MinimagenError(f"this stage trains at {size}x{size} but got {tuple(images.shape[-2:])}: resize with minimagen.imagen.resize(images, {size}).")
+        raise MinimagenError(f"this stage takes {size}x{size} {name} but got {tuple(images.shape[-2:])}: resize with minimagen.imagen.resize(images, {size}).")
     if not images.is_floating_point():
-        raise MinimagenError(f"images are {images.dtype} (0..255?): convert them to float in [-1, 1] with images.float() / 127.5 - 1.")
+        raise MinimagenError(f"{name} are {images.dtype} (0..255?): convert them to float in [-1, 1] with images.float() / 127.5 - 1.")
     if not torch.isfinite(images).all():
-        raise MinimagenError("images contain NaN or inf pixels: check the data loading.")
+        raise MinimagenError(f"{name} contain NaN or inf pixels: check the data loading.")
     if images.min() < -1.01 or images.max() > 1.01:
-        raise MinimagenError(f"images must be in [-1, 1], got [{images.min():.2f}, {images.max():.2f}]: for [0, 1] data use images * 2 - 1, for 0..255 images / 127.5 - 1.")
+        raise MinimagenError(f"{name} must be in [-1, 1], got [{images.min():.2f}, {images.max():.2f}]: for [0, 1] data use images * 2 - 1, for 0..255 images / 127.5 - 1.")
     return images.float()  # the U-Net's weights are float32: float64 or float16 input would fail inside its first conv
 
 
@@ -143,7 +144,7 @@ class Imagen(nn.Module):
         return next(self.parameters()).device
 
     def _stage(self, stage: int):
-        if not isinstance(stage, int) or not 0 <= stage < len(self.unets):
+        if not isinstance(stage, numbers.Integral) or isinstance(stage, bool) or not 0 <= stage < len(self.unets):
             raise MinimagenError(f"stage {stage!r} is out of range: this cascade has stages 0..{len(self.unets) - 1}.")
         return self.unets[stage]
 
@@ -168,11 +169,9 @@ class Imagen(nn.Module):
             return D.classifier_free_guidance(cond.float(), uncond.float(), guidance_scale)
         return model_fn
 
-    def _check_sample_args(self, guidance_scale, thresholding, percentile, cap, steps, sampler, seed, stages,
-                           lowres_images, lowres_aug_level):
+    def _check_sample_args(self, guidance_scale, seed, stages, lowres_images, lowres_aug_level):
         """Imagen.sample's arguments, checked once before any work -> (one guidance scale per stage, the number
         of stages to run, the checked lowres_images or None)."""
-        check_sampling_args(steps, sampler, thresholding, percentile, cap)
         # one guidance scale per stage, as DeepFloyd IF samples (7 for its base, 4 for its SR stages): an SR
         # stage also has its input image to follow, and benchmarks/archive/sr_stages.py measures what w does there
         n = len(self.unets)
@@ -183,36 +182,36 @@ class Imagen(nn.Module):
                                  f"{n} of them, one per stage; got {guidance_scale!r}.")
         if not (isinstance(lowres_aug_level, numbers.Real) and 0 <= lowres_aug_level <= 1):
             raise MinimagenError(f"lowres_aug_level must be in [0, 1] (0 = clean, 1 = pure noise), got {lowres_aug_level!r}.")
-        if not isinstance(seed, numbers.Integral) or not -2**63 <= seed < 2**64:
+        if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not -2**63 <= seed < 2**64:
             raise MinimagenError(f"seed must be an integer (a 64-bit one), got {seed!r}.")
         stages = n if stages is None else stages
-        if not isinstance(stages, numbers.Integral) or not 1 <= stages <= n:
+        if not isinstance(stages, numbers.Integral) or isinstance(stages, bool) or not 1 <= stages <= n:
             raise MinimagenError(f"stages={stages!r} is out of range: this cascade has {n} stage(s), so pass 1..{n} "
                                  "(or None for all).")
         if self.lowres_sizes[0] is not None:
             if lowres_images is None:
                 raise MinimagenError(f"this cascade starts with a super-resolution stage: pass lowres_images "
                                      f"[B, 3, {self.lowres_sizes[0]}, {self.lowres_sizes[0]}] in [-1, 1] to upsample.")
-            return scales, stages, check_images(lowres_images, self.lowres_sizes[0])
+            return scales, stages, check_images(lowres_images, self.lowres_sizes[0], "lowres_images")
         if lowres_images is not None:  # it would be silently ignored
             raise MinimagenError("this cascade starts with a base stage that samples from noise, so lowres_images would "
                                  "be ignored: drop it, or load the SR checkpoints alone to upsample your images.")
         return scales, stages, None
 
     @torch.no_grad()
-    def sample(self, captions, guidance_scale=3.0, thresholding="dynamic", percentile=D.DYNAMIC_PERCENTILE, steps=50,
-               sampler="ddim", seed=0, stages=None, lowres_images=None, lowres_aug_level=0.0,
-               return_all_stages=False, bf16=False, callback=None, cap=D.DYNAMIC_CAP):
+    def sample(self, captions, guidance_scale=3.0, thresholding=D.DEFAULT_THRESHOLDING, steps=50, sampler="ddim",
+               seed=0, stages=None, lowres_images=None, lowres_aug_level=0.0, return_all_stages=False, bf16=False,
+               callback=None):
         """Caption(s) -> images in [-1, 1]: the base stage from noise, then each SR stage from the
         stage before, its input noise-augmented at lowres_aug_level (0 = clean, the default: best for
         the shipped SR stages in benchmarks/archive/sr_stages.py and noise_aug.py; 1 = pure noise).
         guidance_scale: one w for every stage, or a list with one per stage (base first).
         stages: how many stages to run (default all). lowres_images: the input of an SR-only cascade.
-        steps / sampler / thresholding / percentile / cap apply to every stage (cap: the dynamic
-        threshold's ceiling on s, diffusers' sample_max_value; None = uncapped, as in the paper). Returns the last stage's
+        steps / sampler / thresholding apply to every stage (thresholding: a diffusion.Thresholding such as
+        Thresholding("dynamic", 0.995, None), a method name, or a function x0 -> x0). Returns the last stage's
         [B, 3, H, W], or the list of every stage's images with return_all_stages."""
-        scales, stages, images = self._check_sample_args(guidance_scale, thresholding, percentile, cap, steps, sampler,
-                                                         seed, stages, lowres_images, lowres_aug_level)
+        rule = check_sampling_args(steps, sampler, thresholding)
+        scales, stages, images = self._check_sample_args(guidance_scale, seed, stages, lowres_images, lowres_aug_level)
         self.eval()
         dev, g = self.device, torch.Generator().manual_seed(int(seed))
         use_bf16 = resolve_bf16(dev, bf16)  # True on a CPU without bf16: one error naming the fix
@@ -227,8 +226,8 @@ class Imagen(nn.Module):
                 lowres, aug_log_snr = upsample_and_augment(images.to(dev), size, aug, self.schedule, g)
             model_fn = self.guided_model_fn(self.unets[k], embeds, mask, scales[k], lowres, aug_log_snr)
             with autocast(dev, use_bf16):
-                images = D.sample_loop(model_fn, (B, 3, size, size), steps, sampler, self.objective, thresholding,
-                                       percentile, self.schedule, generator=g, device=dev, callback=callback, cap=cap)
+                images = D.sample_loop(model_fn, (B, 3, size, size), steps, sampler, self.objective, rule, self.schedule,
+                                       generator=g, device=dev, callback=callback)
             images = check_finite(images.float()).clamp(-1, 1)  # once per stage, not at every step
             outputs.append(images)
         return outputs if return_all_stages else outputs[-1]
@@ -253,8 +252,9 @@ def load_cascade(paths, device=None, use_ema=True, text_encoder=None) -> Imagen:
                              "a cascade shares one encoder, so retrain a stage with the other's.")
     for prev, (path, s) in zip(states, list(zip(paths, states))[1:]):
         if s["lowres_size"] != prev["image_size"]:
-            raise MinimagenError(f"{shown_path(path)} upsamples from {s['lowres_size']} px but the stage before it makes "
-                                 f"{prev['image_size']} px: pass the stages in cascade order (base, 32->64, 64->128).")
+            what = "is a base stage" if s["lowres_size"] is None else f"upsamples from {s['lowres_size']} px"
+            raise MinimagenError(f"{shown_path(path)} {what} but the stage before it makes {prev['image_size']} px: "
+                                 "pass the stages in cascade order (base, 32->64, 64->128).")
     if text_encoder is None:
         text_encoder = TextEncoder(states[0]["text_encoder"], device=device)
     for path, s in zip(paths, states):

@@ -38,8 +38,8 @@ def check_mask(mask, images):
 
 
 @torch.no_grad()
-def inpaint(model, images, mask, captions, guidance_scale=3.0, steps=50, resample=5, thresholding="dynamic",
-            percentile=D.DYNAMIC_PERCENTILE, seed=0, callback=None, cap=D.DYNAMIC_CAP):
+def inpaint(model, images, mask, captions, guidance_scale=3.0, steps=50, resample=5,
+            thresholding=D.DEFAULT_THRESHOLDING, seed=0, callback=None):
     """Regenerate the masked region of base-stage images [B, 3, H, W] in [-1, 1] to fit captions.
 
     mask [B or 1, 1, H, W]: True / 1 = the region to regenerate. resample: RePaint's U (1 = plain
@@ -56,7 +56,7 @@ def inpaint(model, images, mask, captions, guidance_scale=3.0, steps=50, resampl
     captions = [captions] * len(original) if isinstance(captions, str) else list(captions)
     if len(captions) != len(original):
         raise MinimagenError(f"got {len(original)} images but {len(captions)} captions: pass one caption per image.")
-    check_sampling_args(steps, "ddpm", thresholding, percentile, cap)
+    rule = check_sampling_args(steps, "ddpm", thresholding)
     model.eval()
     dev, g = model.device, torch.Generator().manual_seed(seed)
     original, regen = original.to(dev), regen.to(dev)
@@ -71,7 +71,7 @@ def inpaint(model, images, mask, captions, guidance_scale=3.0, steps=50, resampl
         log_snr_t, log_snr_s = log_snrs[i].expand(B), log_snrs[i + 1].expand(B)
         for u in range(1 if i == steps - 1 else resample):  # Algorithm 1 line 3: for u = 1..U
             x0_raw = D.prediction_to_x0(model.objective, model_fn(x, log_snr_t).float(), x, log_snr_t)
-            x0 = D.threshold(x0_raw, thresholding, percentile, cap)
+            x0 = rule(x0_raw)
             if callback is not None:
                 callback(i, log_snr_t, x, x0_raw, x0)
             if i == steps - 1:  # the last step returns x_0 itself (as diffusion.sample_loop)

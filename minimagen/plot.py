@@ -4,6 +4,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from einops import rearrange
 
 from .data import to_uint8
@@ -109,8 +110,18 @@ def grid_figure(rows: dict, column_titles, title=None, path=None, size: float = 
     return fig
 
 
-def thresholding_figure(rows: dict, captions, guidance_scale: float, path=None, note: str = ""):
-    """One row per thresholding method, one column per caption (the demo's comparison figure)."""
+def pinned_view(images, at: float = 0.98):
+    """[B, 3, H, W] in [-1, 1] -> the same images dimmed to a third, with every pixel that has a channel at the
+    pixel limits (|x| > at, i.e. 0 or 255) in white: where a picture is pinned, as a camera's clipping warning."""
+    pinned = (images.abs() > at).any(1, keepdim=True)
+    return torch.where(pinned, torch.ones_like(images), images / 3 - 2 / 3)
+
+
+def thresholding_figure(rows: dict, captions, guidance_scale: float, path=None, note: str = "", pinned=()):
+    """One row per thresholding method, one column per caption (the demo's comparison figure); each row named in
+    `pinned` is followed by its pinned_view."""
+    rows = {k: v for label, x in rows.items()
+            for k, v in [(label, x)] + ([(f"{label}: at the limits", pinned_view(x))] if label in pinned else [])}
     return grid_figure(rows, captions, f"guidance w = {guidance_scale}: no clipping vs static clipping vs dynamic "
                                        f"thresholding{note}", path)
 

@@ -13,6 +13,7 @@ k+1, k+2, ... as the run that never stopped (tests/test_train.py checks the loss
 import csv
 import dataclasses
 import math
+import numbers
 import os
 import time
 from dataclasses import dataclass
@@ -84,13 +85,21 @@ class TrainConfig:
     loss_weighting: str = "uniform"  # or "min_snr": Min-SNR-5 weighting [Hang et al. 2023]
 
     def __post_init__(self):
-        if self.stage not in DEFAULT_PRESETS:
-            raise MinimagenError(f"stage must be 0 (base), 1 (32->64) or 2 (64->128), got {self.stage}.")
+        if isinstance(self.stage, bool) or self.stage not in DEFAULT_PRESETS:
+            raise MinimagenError(f"stage must be 0 (base), 1 (32->64) or 2 (64->128), got {self.stage!r}.")
         for name, value in STAGE_RECIPES[self.stage].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
         if self.noise_aug is None:  # the base stage has no low-res input to augment
             self.noise_aug = 0.0
+        counts = ("steps", "batch_size", "warmup_steps", "log_every", "checkpoint_every", "sample_every", "dataset_size", "seed")
+        numbers_ = ("lr", "grad_clip", "ema_decay", "cond_drop_prob", "noise_aug")
+        wrong = [f"{k}={getattr(self, k)!r} (use a whole number)" for k in counts
+                 if not isinstance(getattr(self, k), numbers.Integral) or isinstance(getattr(self, k), bool)]
+        wrong += [f"{k}={getattr(self, k)!r} (use a number)" for k in numbers_
+                  if not isinstance(getattr(self, k), numbers.Real) or isinstance(getattr(self, k), bool)]
+        if wrong:  # a string from a config file would otherwise end in a TypeError below
+            raise MinimagenError(f"bad training settings: {'; '.join(wrong)}.")
         if self.steps <= 0 or self.batch_size <= 0:
             raise MinimagenError("steps and batch_size must be positive integers.")
         # caught here, not as a torch error (or a ZeroDivisionError, or silently odd training) steps later

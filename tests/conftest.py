@@ -25,6 +25,21 @@ def cascade(encoder):
     return Imagen([base, sr], encoder)
 
 
+@pytest.fixture(scope="session")
+def train_config():
+    """train_config(tmp_path, **fields): the TrainConfig of a small offline run in tmp_path / "run" (tiny32, tiny T5,
+    6 steps of batch 4 from 32 shapes images, a checkpoint every 3 steps, no previews, no bf16); fields given override.
+    A function, not a config: one test may build several, in several folders (a session fixture, so module fixtures
+    can use it)."""
+    from minimagen.train import TrainConfig
+
+    def make(tmp_path, **fields):
+        base = dict(preset="tiny32", steps=6, batch_size=4, dataset_size=32, text_encoder="tiny", out_dir=str(tmp_path / "run"),
+                    sample_every=0, checkpoint_every=3, log_every=1, warmup_steps=2, bf16=False)
+        return TrainConfig(**{**base, **fields})
+    return make
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Many small tensor ops: on a CPU shared with other jobs, torch's 2-thread barriers make them 3-10x slower

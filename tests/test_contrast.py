@@ -94,7 +94,7 @@ def test_exact_denoiser_shows_static_over_saturating_and_the_default_keeping_the
 
     look = contrast(1.0, "static")
     static, default = contrast(10.0, "static"), contrast(10.0, "dynamic")
-    imagen = contrast(10.0, "dynamic", percentile=0.995, cap=None)
+    imagen = contrast(10.0, D.IMAGEN_THRESHOLDING)
     assert static > look + 0.1 and abs(default - look) < 0.1 and imagen < look - 0.2
 
 
@@ -104,7 +104,7 @@ def test_sample_loop_takes_a_thresholding_function():
     labels = torch.arange(4)
     run = lambda th: D.sample_loop(exact.model_fn(labels, 5.0), (4, 3, 32, 32), steps=5, objective="x0", thresholding=th,
                                    generator=torch.Generator().manual_seed(0))
-    assert torch.equal(run(lambda x0: D.dynamic_threshold(x0, D.DYNAMIC_PERCENTILE, D.DYNAMIC_CAP)), run("dynamic"))
+    assert torch.equal(run(lambda x0: D.dynamic_threshold(x0, 0.9, 1.5)), run("dynamic"))
 
 
 def test_the_demo_captions_are_a_seeded_draw_not_a_choice():

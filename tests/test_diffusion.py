@@ -110,37 +110,51 @@ def test_cap_bounds_s_and_cap_one_is_static_clipping():
 
 @pytest.mark.parametrize("bad", [0.5, 0.0, -1, float("nan"), float("inf"), "2"])
 def test_bad_cap_names_the_fix(bad):
-    """The diffusion functions are pure maths: the settings are checked once, where Imagen.sample and inpaint start."""
+    """The diffusion functions are pure maths: a rule is checked once, when it is made."""
     with pytest.raises(MinimagenError, match="cap must be None"):
-        check_sampling_args(10, "ddim", "dynamic", 0.95, bad)
+        D.Thresholding("dynamic", 0.95, bad)
+
+
+def test_a_thresholding_is_one_value_with_a_label():
+    """Thresholding folds method, p and cap into one object: called on x_0 it is the rule; a name means the
+    default p and cap; the published settings are named."""
+    x = torch.randn(3, 3, 8, 8) * 4
+    torch.testing.assert_close(D.Thresholding()(x), D.dynamic_threshold(x, 0.9, 1.5))
+    torch.testing.assert_close(D.threshold(x, "dynamic"), D.DEFAULT_THRESHOLDING(x))
+    torch.testing.assert_close(D.IMAGEN_THRESHOLDING(x), D.dynamic_threshold(x, 0.995, None))
+    torch.testing.assert_close(D.Thresholding("none")(x), x)
+    assert [D.as_thresholding(r).label for r in ("static", "dynamic", D.IMAGEN_THRESHOLDING, D.IF_THRESHOLDING)] == [
+        "static", "dynamic p=0.9 cap=1.5", "dynamic p=0.995 uncapped", "dynamic p=0.95 cap=1.5"]
+    own = lambda x0: x0.clamp(-2, 2)
+    assert D.as_thresholding(own) is own and D.Thresholding("static") == D.as_thresholding("static")
 
 
 def test_dynamic_threshold_is_per_sample():
     x = torch.rand(2, 3, 8, 8) * 2 - 1
     outlier = x.clone()
     outlier[1] *= 50  # a wild second sample must not rescale the first
-    out = D.dynamic_threshold(outlier, 0.9)
+    out = D.dynamic_threshold(outlier, 0.9, None)
     torch.testing.assert_close(out[0], x[0])
     assert out[1].abs().max() <= 1
 
 
 def test_dynamic_threshold_quantile_in_float32_under_bf16():
     x = (torch.randn(2, 3, 16, 16) * 4).bfloat16()
-    out = D.dynamic_threshold(x)
+    out = D.threshold(x, "dynamic")
     assert out.dtype == torch.bfloat16 and out.abs().max() <= 1
 
 
 @pytest.mark.parametrize("bad", [0.0, -0.1, 1.5])
 def test_bad_percentile_names_the_range(bad):
     with pytest.raises(MinimagenError, match=r"\(0, 1\]"):
-        check_sampling_args(10, "ddim", "dynamic", bad, None)
+        D.Thresholding("dynamic", bad, None)
 
 
 def test_unknown_thresholding_lists_the_valid_ones():
     with pytest.raises(MinimagenError, match="static"):
         D.threshold(torch.ones(1, 1), "clip")
     with pytest.raises(MinimagenError, match="static"):
-        check_sampling_args(10, "ddim", "clip", 0.9, None)
+        check_sampling_args(10, "ddim", "clip")
 
 
 # ---------------------------------------------------------------- guidance
@@ -215,7 +229,7 @@ def test_callback_sees_every_step():
 def test_sampler_argument_errors(kwargs, match):
     settings = {"steps": 10, "sampler": "ddim", "thresholding": "dynamic", **kwargs}
     with pytest.raises(MinimagenError, match=match):
-        check_sampling_args(settings["steps"], settings["sampler"], settings["thresholding"], 0.9, None)
+        check_sampling_args(settings["steps"], settings["sampler"], settings["thresholding"])
     if "steps" not in kwargs:  # an unknown name is refused by sample_loop too (it would otherwise run DDIM)
         with pytest.raises(MinimagenError, match=match):
             D.sample_loop(gaussian_oracle(0.0, 0.5), (1, 1, 2, 2), **kwargs)

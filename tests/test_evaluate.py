@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from minimagen import diffusion as D
-from benchmarks.common import sweep_table
-from minimagen.evaluate import find_row, guidance_sweep, paired_difference, parse_method, x0_trajectory
+from benchmarks.common import find_row, guidance_sweep, sweep_table
+from minimagen.evaluate import paired_difference, x0_trajectory
 from minimagen.imagen import Imagen
 from minimagen.text import TextEncoder
 from minimagen.unet import Unet, unet_preset
@@ -24,16 +24,8 @@ def model():
 
 @pytest.fixture(scope="module")
 def rows(model):
-    return guidance_sweep(model, CAPTIONS, [1.0, 30.0], methods=["none", "static", ("dynamic", 0.9, None)],
+    return guidance_sweep(model, CAPTIONS, [1.0, 30.0], methods=["none", "static", D.Thresholding("dynamic", 0.9, None)],
                           seeds=(0, 1), steps=2, frechet=True)
-
-
-def test_parse_method_labels():
-    assert parse_method("static")[0::3] == ("static", "static")
-    assert parse_method("dynamic", 0.95, 1.5) == ("dynamic", 0.95, 1.5, "dynamic p=0.95 cap=1.5")
-    assert parse_method(("dynamic", 0.9)) == ("dynamic", 0.9, D.DYNAMIC_CAP, f"dynamic p=0.9 cap={D.DYNAMIC_CAP:g}")
-    assert parse_method(("dynamic", 0.9, None)) == ("dynamic", 0.9, None, "dynamic p=0.9 uncapped")
-    assert parse_method("dynamic") == ("dynamic", D.DYNAMIC_PERCENTILE, D.DYNAMIC_CAP, parse_method("dynamic")[3])
 
 
 def test_sweep_rows_structure(rows):
@@ -51,7 +43,7 @@ def test_sweep_rows_structure(rows):
         assert 0 <= r["shading"] <= 1 and 0 <= r["pinned"] <= 1 and r["shading_se"] >= 0
         assert r["alignment"] == pytest.approx(r["scores"]["alignment"].double().mean().item())
         assert r["captions"] == CAPTIONS
-    assert find_row(rows, ("dynamic", 0.9, None), 30) is rows[5]
+    assert find_row(rows, D.Thresholding("dynamic", 0.9, None), 30) is rows[5]
     assert find_row(rows, "static", 1) is rows[2]
     with pytest.raises(KeyError):
         find_row(rows, "static", 7.5)
@@ -95,7 +87,7 @@ def test_x0_trajectory_records_every_step(model):
 
 @pytest.mark.parametrize("cap", [None, 1.5])
 def test_dynamic_trajectory_divides_by_s(model, cap):
-    traj = x0_trajectory(model, CAPTIONS[:1], guidance_scale=30.0, method=("dynamic", 0.9, cap), steps=2)
+    traj = x0_trajectory(model, CAPTIONS[:1], guidance_scale=30.0, method=D.Thresholding("dynamic", 0.9, cap), steps=2)
     raw, x0 = traj["x0_raw"][0, 0], traj["x0"][0, 0]
     s = min(max(torch.quantile(raw.abs().flatten(), 0.9).item(), 1.0), cap or float("inf"))
     assert torch.allclose(x0, raw.clamp(-s, s) / s, atol=1e-6)

@@ -1,12 +1,11 @@
 """The cascade: loss per stage, noise-conditioning augmentation consistent between training and
-sampling, guided sampling through the stages, input errors."""
+sampling, guided sampling through the stages. Its input errors: the tables of test_robustness.py."""
 import pytest
 import torch
 
 from minimagen import diffusion as D
 from minimagen.errors import MinimagenError
 from minimagen.imagen import Imagen, down_up, noise_augment, resize
-from minimagen.unet import Unet, unet_preset
 
 
 class Spy(torch.nn.Module):
@@ -99,34 +98,6 @@ def test_each_stage_can_have_its_own_guidance_scale(cascade):
     assert calls == [[6, 6], [3, 3]] and out.shape == (3, 3, 64, 64)
     same = model.sample(["a small red circle"] * 3, guidance_scale=(5.0, 5.0), steps=2)
     torch.testing.assert_close(same, model.sample(["a small red circle"] * 3, guidance_scale=5.0, steps=2))
-
-
-@pytest.mark.parametrize("kwargs,match", [
-    ({"guidance_scale": -1}, ">= 0"), ({"guidance_scale": [3.0]}, "one per stage"), ({"steps": 0}, "positive"), ({"thresholding": "clip"}, "dynamic"),
-    ({"percentile": 1.5}, r"\(0, 1\]"), ({"stages": 3}, "out of range"), ({"lowres_aug_level": 2}, r"\[0, 1\]")])
-def test_sampling_argument_errors(cascade, kwargs, match):
-    with pytest.raises(MinimagenError, match=match):
-        cascade.sample("a small red circle", **kwargs)
-
-
-def test_sr_only_cascade_needs_its_lowres_input(encoder, cascade):
-    with pytest.raises(MinimagenError, match="lowres_images"):
-        Imagen([cascade.unets[1]], encoder, lowres_size=32).sample("a small red circle", steps=2)
-
-
-@pytest.mark.parametrize("images,match", [
-    (torch.rand(2, 3, 16, 16), "32x32"), (torch.rand(2, 1, 32, 32), "3 \\(RGB\\)"),
-    ((torch.rand(2, 3, 32, 32) * 255).to(torch.uint8), "127.5"), (torch.full((2, 3, 32, 32), float("nan")), "NaN"),
-    (torch.rand(2, 3, 32, 32) * 255, r"\[-1, 1\]")])
-def test_bad_training_images_get_one_clear_error(cascade, images, match):
-    with pytest.raises(MinimagenError, match=match):
-        cascade.loss(images, ["a small red circle"] * 2, stage=0)
-
-
-def test_mismatched_text_encoder_is_refused(cascade):
-    wide = Unet(unet_preset("tiny32", 512))
-    with pytest.raises(MinimagenError, match="encoder it was trained with"):
-        Imagen([wide], cascade.text_encoder)
 
 
 def test_min_snr_weight_is_min_snr_in_x0_space():

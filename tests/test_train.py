@@ -18,16 +18,10 @@ from minimagen.train import TrainConfig, Trainer
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def config(tmp_path, **kw):
-    base = dict(preset="tiny32", steps=6, batch_size=4, dataset_size=32, text_encoder="tiny", out_dir=str(tmp_path / "run"),
-                sample_every=0, checkpoint_every=3, log_every=1, warmup_steps=2, bf16=False)
-    return TrainConfig(**{**base, **kw})
-
-
-def test_resume_gives_the_same_loss_sequence(tmp_path):
-    straight = Trainer(config(tmp_path, out_dir=str(tmp_path / "a"))).train()
-    first = Trainer(config(tmp_path, out_dir=str(tmp_path / "b"))).train(steps=3)  # "interrupted" after 3
-    resumed = Trainer(config(tmp_path, out_dir=str(tmp_path / "b")))              # picks up last.pt
+def test_resume_gives_the_same_loss_sequence(tmp_path, train_config):
+    straight = Trainer(train_config(tmp_path, out_dir=str(tmp_path / "a"))).train()
+    first = Trainer(train_config(tmp_path, out_dir=str(tmp_path / "b"))).train(steps=3)  # "interrupted" after 3
+    resumed = Trainer(train_config(tmp_path, out_dir=str(tmp_path / "b")))              # picks up last.pt
     assert resumed.step == 3
     rest = resumed.train()
     assert first + rest == straight
@@ -35,19 +29,19 @@ def test_resume_gives_the_same_loss_sequence(tmp_path):
     assert (tmp_path / "b" / "loss.png").exists()
 
 
-def test_a_finished_run_resumed_trains_nothing_and_still_summarises(tmp_path, capsys):
+def test_a_finished_run_resumed_trains_nothing_and_still_summarises(tmp_path, capsys, train_config):
     """Re-running a finished run (the demo's pattern, issue 31): no steps, an empty loss list, and neither the
     summary, the loss plot nor the export divides by or indexes into it."""
-    Trainer(config(tmp_path, steps=3)).train()
-    again = Trainer(config(tmp_path, steps=3))
+    Trainer(train_config(tmp_path, steps=3)).train()
+    again = Trainer(train_config(tmp_path, steps=3))
     assert again.train() == [] and "nothing to train" in capsys.readouterr().out
     (tmp_path / "run" / "loss.csv").unlink()  # a loss log lost (or never written) before a resume
-    assert Trainer(config(tmp_path, steps=3)).train() == []
+    assert Trainer(train_config(tmp_path, steps=3)).train() == []
     assert (tmp_path / "run" / "loss.csv").read_text() == "step,loss,lr,seconds\n" and (tmp_path / "run" / "ema.pt").is_file()
 
 
-def test_preview_grid_of_a_dataset_smaller_than_the_grid(tmp_path):
-    Trainer(config(tmp_path, steps=1, dataset_size=3, sample_every=1)).train()
+def test_preview_grid_of_a_dataset_smaller_than_the_grid(tmp_path, train_config):
+    Trainer(train_config(tmp_path, steps=1, dataset_size=3, sample_every=1)).train()
     assert (tmp_path / "run" / "samples" / "step_000001.png").is_file()
 
 
@@ -58,8 +52,8 @@ def test_plot_loss_of_a_log_without_rows_draws_nothing(tmp_path):
     assert plot_loss(log, tmp_path / "loss.png") is None and not (tmp_path / "loss.png").exists()
 
 
-def test_checkpoint_records_what_sampling_needs(tmp_path):
-    Trainer(config(tmp_path, steps=2)).train()
+def test_checkpoint_records_what_sampling_needs(tmp_path, train_config):
+    Trainer(train_config(tmp_path, steps=2)).train()
     state = load_checkpoint(tmp_path / "run" / "last.pt")
     assert state["text_encoder"] == "tiny" and state["stage"] == 0 and state["image_size"] == 32
     model = load_cascade([tmp_path / "run" / "last.pt"])
@@ -71,14 +65,14 @@ def test_checkpoint_records_what_sampling_needs(tmp_path):
     assert (tmp_path / "run" / "ema.pt").stat().st_size < 0.5 * (tmp_path / "run" / "last.pt").stat().st_size
 
 
-def test_sr_stage_trains_and_previews(tmp_path):
-    losses = Trainer(config(tmp_path, stage=1, preset="tiny-sr64", steps=2, sample_every=2)).train()
+def test_sr_stage_trains_and_previews(tmp_path, train_config):
+    losses = Trainer(train_config(tmp_path, stage=1, preset="tiny-sr64", steps=2, sample_every=2)).train()
     assert len(losses) == 2 and all(l == l for l in losses)
     assert list((tmp_path / "run" / "samples").glob("*.png"))
 
 
-def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path):
-    trainer = Trainer(config(tmp_path, steps=3))
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, train_config):
+    trainer = Trainer(train_config(tmp_path, steps=3))
     trainer.train()
     good = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
     trainer.sched.base_lrs = [1e30]  # blows up the weights on the next steps
@@ -89,17 +83,17 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
     assert good.keys() == kept.keys()
 
 
-def test_resume_with_changed_settings_names_the_fields(tmp_path):
-    Trainer(config(tmp_path, steps=2)).train()
+def test_resume_with_changed_settings_names_the_fields(tmp_path, train_config):
+    Trainer(train_config(tmp_path, steps=2)).train()
     with pytest.raises(MinimagenError, match="batch_size: 4 -> 8"):
-        Trainer(config(tmp_path, steps=4, batch_size=8))
+        Trainer(train_config(tmp_path, steps=4, batch_size=8))
 
 
-def test_checkpoint_of_another_stage_or_preset_is_refused(tmp_path):
-    Trainer(config(tmp_path, steps=1)).train()
+def test_checkpoint_of_another_stage_or_preset_is_refused(tmp_path, train_config):
+    Trainer(train_config(tmp_path, steps=1)).train()
     with pytest.raises(MinimagenError, match="stage-0"):
-        Trainer(config(tmp_path, stage=1, preset="tiny-sr64", out_dir=str(tmp_path / "sr"),
-                       init_from=str(tmp_path / "run" / "last.pt")))
+        Trainer(train_config(tmp_path, stage=1, preset="tiny-sr64", out_dir=str(tmp_path / "sr"),
+                             init_from=str(tmp_path / "run" / "last.pt")))
 
 
 @pytest.mark.parametrize("content,match", [(b"", "truncated or corrupted"), (b"\x00garbage" * 10, "truncated or corrupted")])
@@ -162,14 +156,14 @@ def test_lr_schedule_warms_up_then_is_constant_or_decays_to_zero():
         TrainConfig(lr_schedule="linear")
 
 
-def test_a_run_from_before_a_setting_existed_still_resumes(tmp_path):
+def test_a_run_from_before_a_setting_existed_still_resumes(tmp_path, train_config):
     """A checkpoint whose train_config lacks a newer field (lr_schedule) resumes with the recipe's value."""
-    Trainer(config(tmp_path, steps=2)).train()
+    Trainer(train_config(tmp_path, steps=2)).train()
     path = tmp_path / "run" / "last.pt"
     state = load_checkpoint(path)
     del state["train_config"]["lr_schedule"], state["train_config"]["noise_aug"]
     save_checkpoint(state, path)
-    assert Trainer(config(tmp_path, steps=3)).step == 2
+    assert Trainer(train_config(tmp_path, steps=3)).step == 2
 
 
 def test_an_sr_run_from_before_noise_aug_resumes_only_as_what_it_was(tmp_path):

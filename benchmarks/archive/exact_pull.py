@@ -113,7 +113,7 @@ def exact_sample(caption, seed, world, phases, guidance_scale, method, steps, no
         alpha, sigma = (v.item() for v in D.alpha_sigma(log_snrs[i]))
         uncond, cond, _ = posterior(x.flatten(), alpha, sigma, flat, mine)
         raw = (uncond + guidance_scale * (cond - uncond)).view_as(x)
-        x0 = D.threshold(raw, method, percentile, cap)
+        x0 = D.threshold(raw, D.Thresholding(method, percentile, cap))
         if i == steps - 1:
             break
         x = D.ddim_step(x, x0, log_snrs[i:i + 1], log_snrs[i + 1:i + 2], 0.0)

@@ -77,8 +77,8 @@ def main():
     p.add_argument("--levels", type=float, nargs="+", default=[0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0])
     p.add_argument("--real-levels", type=float, nargs="+", default=[0, 0.2], help="levels for real low-res inputs")
     p.add_argument("--guidance", type=float, default=3.0, help="for the base and the SR stage")
-    p.add_argument("--percentile", type=float, default=D.DYNAMIC_PERCENTILE, help="dynamic thresholding of the base stage")
-    p.add_argument("--cap", type=float, default=D.DYNAMIC_CAP, help="its cap on s (0 = none)")
+    p.add_argument("--percentile", type=float, default=D.DEFAULT_THRESHOLDING.percentile, help="dynamic thresholding of the base stage")
+    p.add_argument("--cap", type=float, default=D.DEFAULT_THRESHOLDING.cap, help="its cap on s (0 = none)")
     p.add_argument("--steps", type=int, default=25, help="DDIM steps, both stages")
     # imperfect base samples, where the paper says augmentation helps: fewer base steps, more guidance, or noise
     p.add_argument("--base-steps", type=int, default=None, help="DDIM steps of the base samples (default: --steps)")
@@ -96,9 +96,9 @@ def main():
           f"per cell; load average {os.getloadavg()[0]:.2f}", flush=True)
 
     base = load_cascade([args.base])
-    low = base.sample(captions, guidance_scale=args.base_guidance or args.guidance, thresholding="dynamic",
-                      percentile=args.percentile, cap=args.cap or None, steps=args.base_steps or args.steps, seed=0,
-                      stages=1).cpu()  # [B, 3, 32, 32]
+    low = base.sample(captions, guidance_scale=args.base_guidance or args.guidance,
+                      thresholding=D.Thresholding("dynamic", args.percentile, args.cap or None),
+                      steps=args.base_steps or args.steps, seed=0, stages=1).cpu()  # [B, 3, 32, 32]
     if args.input_noise:  # a corrupted input: the same images with seeded Gaussian noise, clipped to the range
         noise = torch.randn(low.shape, generator=torch.Generator().manual_seed(1))
         low = (low + args.input_noise * noise).clamp(-1, 1)

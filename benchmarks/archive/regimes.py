@@ -8,8 +8,7 @@ import torch.nn.functional as F
 
 from minimagen import metrics
 from minimagen.data import to_uint8
-from minimagen.diffusion import DYNAMIC_CAP, DYNAMIC_PERCENTILE, dynamic_threshold_scale
-from minimagen.evaluate import parse_method
+from minimagen.diffusion import DEFAULT_THRESHOLDING, as_thresholding, dynamic_threshold_scale
 from minimagen.plot import _wrap
 
 
@@ -24,7 +23,7 @@ DIAGNOSTIC_RULES = ((0.9, 1.5), (0.95, 1.5), (0.995, 1.5), (0.9, None), (0.95, N
 
 @torch.no_grad()
 def guidance_diagnostics(model, captions, guidance_scale=15.0, method="static", steps=25, seed=0,
-                         sampler="ddim", percentile=DYNAMIC_PERCENTILE, cap=DYNAMIC_CAP, rules=DIAGNOSTIC_RULES) -> dict:
+                         sampler="ddim", rules=DIAGNOSTIC_RULES) -> dict:
     """Where and when guidance pushes x0 out of range: sample the base stage once and record, at every step,
       t [T]                     the noise level (1 noise .. 0 data)
       delta, delta_low, delta_high [T]   mean |x0_cond - x0_uncond| (the caption's pull on the prediction),
@@ -37,7 +36,7 @@ def guidance_diagnostics(model, captions, guidance_scale=15.0, method="static", 
     period: the textured world's period in pixels (data/shapes.json; 4 px at 32 px)."""
     from minimagen import diffusion as D
     captions = [captions] if isinstance(captions, str) else list(captions)
-    name, p, c, label = parse_method(method, percentile, cap)
+    rule = as_thresholding(method)
     unet, B = model.unets[0], len(captions)
     embeds, mask = (t.to(model.device) for t in model.text_encoder.encode(captions))
     drop = torch.arange(2 * B, device=embeds.device) >= B
@@ -64,8 +63,8 @@ def guidance_diagnostics(model, captions, guidance_scale=15.0, method="static", 
 
     model.eval()
     g = torch.Generator().manual_seed(int(seed))
-    images = D.sample_loop(model_fn, (B, 3, size, size), steps, sampler, model.objective, name, p, model.schedule,
-                           generator=g, device=model.device, callback=callback, cap=c).float().clamp(-1, 1).cpu()
+    images = D.sample_loop(model_fn, (B, 3, size, size), steps, sampler, model.objective, rule, model.schedule,
+                           generator=g, device=model.device, callback=callback).float().clamp(-1, 1).cpu()
     objects = torch.zeros(B, size, size, dtype=torch.bool)
     for b, found in enumerate(metrics.detect(images)):
         for o in found:
@@ -77,7 +76,7 @@ def guidance_diagnostics(model, captions, guidance_scale=15.0, method="static", 
                 outside_in=(out & inside).flatten(1).sum(1) / inside.flatten(1).sum(1).clamp(min=1),
                 outside_out=(out & ~inside).flatten(1).sum(1) / (~inside).flatten(1).sum(1).clamp(min=1),
                 s={rule: s[:, j] for j, rule in enumerate(rules)}, images=images, mask=objects, captions=captions,
-                guidance_scale=float(guidance_scale), method=label, period=period)
+                guidance_scale=float(guidance_scale), method=rule.label, period=period)
 
 
 def regime_diagnostics_figure(curves: dict, rules=((0.995, None), (0.9, 1.5)), title=None):

@@ -38,16 +38,16 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from minimagen import metrics
+from minimagen import diffusion as D, metrics
 from minimagen.data import all_captions
-from minimagen.evaluate import SCORES, guidance_sweep, paired_difference
+from minimagen.evaluate import SCORES, paired_difference
 from minimagen.imagen import load_cascade
 from minimagen.plot import tradeoff_plot
 from regimes import guidance_diagnostics, regime_diagnostics_figure  # noqa: E402  (benchmarks/archive/regimes.py)
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py and the scripts kept there
-from common import save_rows  # noqa: E402
+from common import guidance_sweep, save_rows  # noqa: E402
 from guidance_thresholding import fmt, machine, select, verdict  # noqa: E402  (one selection rule, one verdict)
 from train_curve import fixed_captions  # noqa: E402
 
@@ -166,14 +166,14 @@ def main():
         return diagnose(args, start)
     captions, n_train = textured_captions(1 if args.phase == "select" else 0)
     cap = None if args.cap <= 0 else args.cap
-    chosen = ("dynamic", args.percentile, cap)
+    chosen = D.Thresholding("dynamic", args.percentile, cap)
     out = Path(args.results) / f"thresholding_regimes_{args.phase}{args.tag}.csv"
     first = args.models[0]
     print(f"{len(captions)} {'selection' if args.phase == 'select' else 'evaluation'} captions ({n_train} training) "
           f"x seeds {args.seeds}", flush=True)
     if args.phase == "select":
         ws = args.guidance or [10.0, 15.0]
-        methods = ["static"] + [("dynamic", q, c) for q in (0.9, 0.95, 0.995) for c in (1.5, None)]
+        methods = ["static"] + [D.Thresholding("dynamic", q, c) for q in (0.9, 0.95, 0.995) for c in (1.5, None)]
         rows = run_sweep(load_cascade([CHECKPOINTS[first]]), first, captions, n_train, ws, methods, args.seeds, "select",
                          start, steps=args.steps)
         save_rows(rows, out, COLUMNS)
@@ -197,7 +197,7 @@ def main():
         return rows
     # evaluate
     rows, ws = [], args.guidance or list(WS)
-    methods = ["none", "static", chosen, ("dynamic", 0.95, 1.5), ("dynamic", 0.995, None)]
+    methods = ["none", "static", chosen, D.IF_THRESHOLDING, D.IMAGEN_THRESHOLDING]
     methods = list(dict.fromkeys(methods))
     for name in args.models:
         rows += run_sweep(load_cascade([CHECKPOINTS[name]]), name, captions, n_train, ws, methods, args.seeds,
