@@ -20,6 +20,7 @@ plausible to drift to: each image's contrast is a continuum the caption does not
     MINIMAGEN_TEXT_ENCODER=tiny python benchmarks/contrast_world.py exact       # ~10 s
     MINIMAGEN_TEXT_ENCODER=tiny python benchmarks/contrast_world.py evaluate    # a few minutes on 2 cores
     MINIMAGEN_TEXT_ENCODER=tiny python benchmarks/contrast_world.py select
+    MINIMAGEN_TEXT_ENCODER=tiny python benchmarks/contrast_world.py pair      # IF's setting minus the default, paired
     MINIMAGEN_TEXT_ENCODER=tiny python benchmarks/contrast_world.py after
 
   after     Imagen's successors on over-saturation, at w = 10 (diffusion.cfg_rescale, projected_guidance,
@@ -27,8 +28,9 @@ plausible to drift to: each image's contrast is a continuum the caption does not
             perfect denoiser in the contrast world and in full frames, and contrast32 (128 images, paired with w = 1).
 
 Each phase writes benchmarks/results/contrast_world_<phase>.csv; evaluate also writes benchmarks/contrast_world.png
-(contrast against w per rule, paired differences) and benchmarks/contrast_world_samples.png (one caption per
-column, one rule per row, at w = 10).
+(the objects' contrast, the background, the pixels pinned at the limits and alignment against w, per rule) and
+benchmarks/contrast_world_samples.png (one caption per column, one rule per row, at w = 10, static's and the default's
+rows followed by their pinned pixels in white); `figures` redraws both from the stored CSV.
 """
 import argparse
 import csv
@@ -45,7 +47,7 @@ from minimagen import diffusion as D
 from common import describe_machine
 from minimagen.exact import contrast_set, full_frame_set, guided_samples
 from minimagen.imagen import load_cascade
-from minimagen.plot import grid_figure
+from minimagen.plot import grid_figure, pinned_view
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -124,14 +126,12 @@ def evaluate_phase(args):
     model = load_cascade([args.checkpoint])
     draw = fixed_captions(16, 0)
     captions = draw["train"] + draw["held_out"]
-    start, rows, grid, kept = time.time(), [], {}, {}
+    start, rows, kept = time.time(), [], {}
     _, ref = sample_scores(model, captions, 1.0, RULES[2], args.seeds)
     for w in (1.0, 5.0, 10.0, 15.0):
         for rule in RULES:
             images, s = sample_scores(model, captions, w, rule, args.seeds)
             kept[w, rule[0]] = s
-            if w == 10.0:
-                grid[rule[0]] = images[:6]
             row = dict(guidance_scale=w, rule=rule[0], n_images=len(images))
             for key in KEYS:
                 row[key], row[f"{key}_se"] = mean_se(s[key])
@@ -149,32 +149,55 @@ def evaluate_phase(args):
           f"{st['contrast_minus_w1_se']:.3f}; default - w1 {d['contrast_minus_w1']:+.3f} ± {d['contrast_minus_w1_se']:.3f}; "
           f"default - static {d['contrast_minus_static']:+.3f} ± {d['contrast_minus_static_se']:.3f}; alignment default - static "
           f"{d['alignment_minus_static']:+.3f} ± {d['alignment_minus_static_se']:.3f}")
-    figure(rows, HERE / f"contrast_world{args.tag}.png")
-    grid_figure({"w = 1": sample_scores(model, captions[:6], 1.0, RULES[2], args.seeds[:1])[0], **grid},
-                [c if len(c) < 28 else c[:26] + "…" for c in captions[:6]],
-                title="contrast32.pt at w = 10, one row per rule, the same noise in every row (benchmarks/contrast_world.py)",
-                path=HERE / f"contrast_world_samples{args.tag}.png")
+    figures(rows, model, captions, args.tag)
     print(f"evaluate: {time.time() - start:.0f} s on {describe_machine()}, torch {torch.__version__}")
 
 
+def figures(rows, model, captions, tag=""):
+    """contrast_world<tag>.png from the rows; contrast_world_samples<tag>.png: six captions at w = 10, seed 0, one row per
+    rule, static's and the default's followed by where they pin the picture (plot.pinned_view)."""
+    figure(rows, HERE / f"contrast_world{tag}.png")
+    rows_ = {"w = 1": sample_scores(model, captions[:6], 1.0, RULES[2], [0])[0]}
+    for label, rule in RULES:
+        rows_[label] = sample_scores(model, captions[:6], 10.0, (label, rule), [0])[0]
+        if label in ("static", "default p0.9 cap1.5"):
+            rows_[label.split(" p0")[0] + ": pinned"] = pinned_view(rows_[label])
+    grid_figure(rows_, [c if len(c) < 28 else c[:26] + "…" for c in captions[:6]],
+                title="contrast32.pt at w = 10, one row per rule, the same noise in every row; white: a pixel with a "
+                      "channel at 0 or 255 (benchmarks/contrast_world.py)", path=HERE / f"contrast_world_samples{tag}.png")
+    print(f"wrote benchmarks/contrast_world_samples{tag}.png")
+
+
 def figure(rows, path):
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), dpi=110)
+    fig, axes = plt.subplots(1, 4, figsize=(18, 3.9), dpi=110)
     ws = sorted({r["guidance_scale"] for r in rows})
-    for (label, *_), marker in zip(RULES, "os^Dv"):
+    panels = (("contrast", "contrast read back", "contrast of the samples' objects"),
+              ("background_abs", "mean |x| over the background", "background (light grey: 1 = white)"),
+              ("pinned", "share of pixels at 0 or 255", "pixels pinned at the limits"),
+              ("alignment", "caption alignment", "caption alignment"))
+    for (label, _), marker in zip(RULES, "os^Dv"):
         rs = [next(r for r in rows if r["rule"] == label and r["guidance_scale"] == w) for w in ws]
-        axes[0].errorbar(ws, [r["contrast"] for r in rs], [r["contrast_se"] for r in rs], marker=marker, label=label, capsize=2)
-        axes[1].errorbar(ws, [r["background_abs"] for r in rs], [r["background_abs_se"] for r in rs], marker=marker,
-                         label=label, capsize=2)
-        axes[2].errorbar(ws, [r["alignment"] for r in rs], [r["alignment_se"] for r in rs], marker=marker, label=label, capsize=2)
+        for ax, (key, _, _) in zip(axes, panels):
+            ax.errorbar(ws, [r[key] for r in rs], [r[f"{key}_se"] for r in rs], marker=marker, label=label, capsize=2)
     w1 = next(r for r in rows if r["guidance_scale"] == 1.0 and r["rule"].startswith("default"))["contrast"]
     axes[0].axhline(w1, color="grey", ls=":", lw=1, label="w = 1, default rule")
-    axes[0].set(xlabel="guidance scale w", ylabel="contrast read back", title="contrast of the samples' objects")
-    axes[1].set(xlabel="guidance scale w", ylabel="mean |x| over the background", title="background (light grey: 1 = white)")
-    axes[2].set(xlabel="guidance scale w", ylabel="caption alignment", title="caption alignment")
+    axes[0].axhline(np.mean(data.load_spec()["contrast"]["range"]), color="black", ls="--", lw=1,
+                    label="the data's mean (renders read back exactly)")
+    for ax, (_, ylabel, title) in zip(axes, panels):
+        ax.set(xlabel="guidance scale w", ylabel=ylabel, title=title)
+    axes[2].set(yscale="log", ylim=(1e-3, 1))  # Imagen's rule pins almost nothing: below the axis
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     print(f"wrote {path.relative_to(HERE.parent)}")
+
+
+def figures_phase(args):
+    """Redraw the evaluate phase's figures from its stored CSV (no re-measuring)."""
+    with open(HERE / "results" / f"contrast_world_evaluate{args.tag}.csv") as f:
+        rows = [{k: (v if k == "rule" else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
+    draw = fixed_captions(16, 0)
+    figures(rows, load_cascade([args.checkpoint]), draw["train"] + draw["held_out"], args.tag)
 
 
 def select_phase(args):
@@ -207,6 +230,21 @@ def select_phase(args):
     print("eligible settings, best first (|mean contrast - w1's|, averaged over both worlds and every w):")
     for c, k in ranked:
         print(f"  {k:<16} {c:.3f}")
+
+
+def pair_phase(args):
+    """The selection's runner-up question, paired: DeepFloyd IF's setting minus the default, image by image, on the
+    selection draw of select_phase (same captions, seeds and noise), in both worlds at --ws."""
+    draw = fixed_captions(12, 1)
+    captions = draw["train"] + draw["held_out"]
+    for world, ckpt in (("contrast", args.checkpoint), ("shapes", CKPTS / "base32.pt")):
+        model = load_cascade([ckpt])
+        for w in args.ws:
+            _, d = sample_scores(model, captions, w, RULES[2], args.seeds)
+            _, f = sample_scores(model, captions, w, ("IF", D.IF_THRESHOLDING), args.seeds)
+            print(f"{world:>8} w={w:<4g} IF's minus the default: " + ", ".join(
+                f"{k} {m:+.3f} ± {se:.3f}" for k in ("contrast", "background_abs", "pinned", "alignment")
+                for m, se in [mean_se(f[k] - d[k])]), flush=True)
 
 
 # ---------------------------------------------------------------- after Imagen: rescale, projected, interval guidance
@@ -268,14 +306,16 @@ def after_phase(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("phase", choices=("exact", "evaluate", "select", "after"))
+    ap.add_argument("phase", choices=("exact", "evaluate", "select", "pair", "after", "figures"))
     ap.add_argument("--checkpoint", default=str(CKPTS / "contrast32.pt"))
     ap.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 0-3 (evaluate), 0-1 (select)")
     ap.add_argument("--tag", default="", help="evaluate: a suffix for its files (another checkpoint's run)")
     ap.add_argument("--ws", type=float, nargs="+", default=[10.0, 15.0], help="select: the guidance scales")
     args = ap.parse_args()
     args.seeds = args.seeds or ([0, 1, 2, 3] if args.phase in ("evaluate", "after") else [0, 1])
-    {"exact": exact_phase, "evaluate": evaluate_phase, "select": select_phase, "after": after_phase}[args.phase](args)
+    phases = {"exact": exact_phase, "evaluate": evaluate_phase, "select": select_phase, "pair": pair_phase,
+              "after": after_phase, "figures": figures_phase}
+    phases[args.phase](args)
 
 
 if __name__ == "__main__":

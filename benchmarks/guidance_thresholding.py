@@ -11,7 +11,7 @@ are paired per image. Three phases, run in this order:
             evaluation captions): p in {0.9, 0.95, 0.995} x cap in {1.5, 2, 3, none} at w = 10 and 15.
             Rule: the largest mean shading kept over w = 10 and 15 among settings whose alignment is
             within 1 s.e. (paired) of static clipping's at both w. The choice is what
-            minimagen.diffusion's DYNAMIC_PERCENTILE / DYNAMIC_CAP hold.
+            minimagen.diffusion's DEFAULT_THRESHOLDING holds.
   evaluate  the table on the EVALUATION captions (train_curve.py's draw): w in {1, 3, 7.5, 10, 15}
             x {none, static, the chosen dynamic setting, the same p uncapped, diffusers/DeepFloyd IF's p = 0.95
             cap 1.5, the paper's rule with diffusers' default p = 0.995 uncapped}, and the verdict of issue 12's

@@ -112,7 +112,8 @@ def cmd_demo(args):
     rows.update({m: contrast.sample(DEMO_CONTRAST, guidance_scale=args.guidance, thresholding=m, steps=args.steps, seed=0)
                  for m in ("none", "static", "dynamic")})
     thresholding_figure(rows, DEMO_CONTRAST, args.guidance, out / "thresholding.png",
-                        " in the contrast world\nthe shipped contrast32 (w = 1 on top: the same noise without guidance)")
+                        " in the contrast world\nthe shipped contrast32 (w = 1 on top: the same noise without guidance; "
+                        "white under a row: pixels pinned at 0 or 255)", pinned=("static", "dynamic"))
     print(f"wrote {out / 'thresholding.png'}: the shipped contrast32 at w = {args.guidance:g} (compare each row with w = 1's)")
     for m, x in rows.items():
         detail = detail_scores(x, DEMO_CONTRAST, contrast_world=True)

@@ -110,3 +110,17 @@ def test_sample_loop_takes_a_thresholding_function():
 def test_the_demo_captions_are_a_seeded_draw_not_a_choice():
     from minimagen.cli import DEMO_CONTRAST
     assert DEMO_CONTRAST == random.Random(0).sample(data.all_captions("train", world="contrast"), 6)
+
+
+def test_pinned_view_marks_exactly_the_pixels_at_the_limits():
+    """The demo's and notebook 07's clipping warning: a pixel is white iff one of its channels is at 0 or 255; every
+    other pixel is the image dimmed to a third (so never white), and the figure adds one such row per named rule."""
+    from minimagen.plot import pinned_view, thresholding_figure
+    x = torch.rand(2, 3, 8, 8) * 1.8 - 0.9  # inside (-0.98, 0.98): nothing pinned
+    x[0, 1, 2, 3], x[1, 0, 5, 5], x[1, 2, 0, 0] = 1.0, -1.0, 0.99
+    view = pinned_view(x)
+    white = (view == 1).all(1)
+    assert white.sum() == 3 and white[0, 2, 3] and white[1, 5, 5] and white[1, 0, 0]
+    assert view[~white[:, None].expand_as(view)].max() < -0.3
+    fig = thresholding_figure({"w = 1": x, "static": x, "dynamic": x}, ["a", "b"], 10, pinned=("static",))
+    assert [ax.get_ylabel() for ax in fig.axes[::2]] == ["w = 1", "static", "static: at the limits", "dynamic"]
