@@ -118,7 +118,7 @@ def cmd_demo(args):
     for m, x in rows.items():
         detail = detail_scores(x, DEMO_CONTRAST, contrast_world=True)
         print(f"  {m:>8}: objects' contrast {detail['contrast'].nanmean().item():.2f}, background brightness "
-              f"{x.mean().item():+.2f}, pixels at ±1 {(x.abs() > 0.98).float().mean().item():.1%}, alignment "
+              f"{x.mean().item():+.2f}, pixels pinned at 0 or 255 {(x.abs() > 0.98).any(1).float().mean().item():.1%}, alignment "
               f"{alignment_accuracy(x, DEMO_CONTRAST):.0%}")
     # the same comparison with a perfect denoiser (minimagen/exact.py: no model error), where the effect is plain
     perfect, contrast_of, exact_captions = contrast_set(torch.linspace(*load_spec()["contrast"]["range"], 16))

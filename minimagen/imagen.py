@@ -7,7 +7,6 @@ random level, and is told that level; at sampling the previous stage's output is
 chosen level (default 0.2). The SR stage thereby learns to fix the base stage's artefacts instead
 of copying them. Training and sampling call the same `noise_augment`, on images in [-1, 1].
 """
-import math
 import numbers
 
 import torch
@@ -15,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import diffusion as D
-from .checks import check_choice, check_finite, check_sampling_args
+from .checks import check_choice, check_finite, check_images, check_sample_args
 from .data import shown_path
 from .device import autocast, resolve_bf16
 from .errors import MinimagenError
@@ -51,28 +50,6 @@ def upsample_and_augment(lowres, size: int, aug_level, schedule: str = "cosine",
     return noise_augment(resize(lowres, size), aug_level, schedule, generator)
 
 
-def check_images(images, size: int, name: str = "images"):
-    """Images a stage takes in (training images, or an SR stage's lowres_images) must be float [B, 3, size, size]
-    in [-1, 1]: one clear error otherwise, naming the argument."""
-    if not torch.is_tensor(images):
-        raise MinimagenError(f"{name} must be a torch tensor [B, 3, H, W], got {type(images).__name__}: convert it "
-                             "with torch.as_tensor(images).")
-    if images.ndim != 4:
-        raise MinimagenError(f"{name} must be a tensor [B, 3, H, W], got {getattr(images, 'shape', type(images))}: "
-                             "stack single images [3, H, W] with torch.stack(list_of_images).")
-    if images.shape[0] == 0:
-        raise MinimagenError(f"{name} is an empty batch [0, 3, H, W]: pass at least one image.")
-    if images.shape[1] != 3:
-        raise MinimagenError(f"{name} must have 3 (RGB) channels, got {images.shape[1]}: convert with .convert('RGB') or repeat grey channels.")
-    if tuple(images.shape[-2:]) != (size, size):
-        raise MinimagenError(f"this stage takes {size}x{size} {name} but got {tuple(images.shape[-2:])}: resize with minimagen.imagen.resize(images, {size}).")
-    if not images.is_floating_point():
-        raise MinimagenError(f"{name} are {images.dtype} (0..255?): convert them to float in [-1, 1] with images.float() / 127.5 - 1.")
-    if not torch.isfinite(images).all():
-        raise MinimagenError(f"{name} contain NaN or inf pixels: check the data loading.")
-    if images.min() < -1.01 or images.max() > 1.01:
-        raise MinimagenError(f"{name} must be in [-1, 1], got [{images.min():.2f}, {images.max():.2f}]: for [0, 1] data use images * 2 - 1, for 0..255 images / 127.5 - 1.")
-    return images.float()  # the U-Net's weights are float32: float64 or float16 input would fail inside its first conv
 
 
 def min_snr_weight(log_snr, objective: str, gamma: float = 5.0):
@@ -169,35 +146,6 @@ class Imagen(nn.Module):
             return D.classifier_free_guidance(cond.float(), uncond.float(), guidance_scale)
         return model_fn
 
-    def _check_sample_args(self, guidance_scale, seed, stages, lowres_images, lowres_aug_level):
-        """Imagen.sample's arguments, checked once before any work -> (one guidance scale per stage, the number
-        of stages to run, the checked lowres_images or None)."""
-        # one guidance scale per stage, as DeepFloyd IF samples (7 for its base, 4 for its SR stages): an SR
-        # stage also has its input image to follow, and benchmarks/archive/sr_stages.py measures what w does there
-        n = len(self.unets)
-        scales = list(guidance_scale) if isinstance(guidance_scale, (list, tuple)) else [guidance_scale] * n
-        # `0 <= x` is False for NaN and a TypeError for a string: check the type first
-        if len(scales) != n or not all(isinstance(w, numbers.Real) and 0 <= w < math.inf for w in scales):
-            raise MinimagenError(f"guidance_scale must be a number >= 0 (1 = no guidance, 3-7.5 typical) or a list of "
-                                 f"{n} of them, one per stage; got {guidance_scale!r}.")
-        if not (isinstance(lowres_aug_level, numbers.Real) and 0 <= lowres_aug_level <= 1):
-            raise MinimagenError(f"lowres_aug_level must be in [0, 1] (0 = clean, 1 = pure noise), got {lowres_aug_level!r}.")
-        if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not -2**63 <= seed < 2**64:
-            raise MinimagenError(f"seed must be an integer (a 64-bit one), got {seed!r}.")
-        stages = n if stages is None else stages
-        if not isinstance(stages, numbers.Integral) or isinstance(stages, bool) or not 1 <= stages <= n:
-            raise MinimagenError(f"stages={stages!r} is out of range: this cascade has {n} stage(s), so pass 1..{n} "
-                                 "(or None for all).")
-        if self.lowres_sizes[0] is not None:
-            if lowres_images is None:
-                raise MinimagenError(f"this cascade starts with a super-resolution stage: pass lowres_images "
-                                     f"[B, 3, {self.lowres_sizes[0]}, {self.lowres_sizes[0]}] in [-1, 1] to upsample.")
-            return scales, stages, check_images(lowres_images, self.lowres_sizes[0], "lowres_images")
-        if lowres_images is not None:  # it would be silently ignored
-            raise MinimagenError("this cascade starts with a base stage that samples from noise, so lowres_images would "
-                                 "be ignored: drop it, or load the SR checkpoints alone to upsample your images.")
-        return scales, stages, None
-
     @torch.no_grad()
     def sample(self, captions, guidance_scale=3.0, thresholding=D.DEFAULT_THRESHOLDING, steps=50, sampler="ddim",
                seed=0, stages=None, lowres_images=None, lowres_aug_level=0.0, return_all_stages=False, bf16=False,
@@ -210,8 +158,8 @@ class Imagen(nn.Module):
         steps / sampler / thresholding apply to every stage (thresholding: a diffusion.Thresholding such as
         Thresholding("dynamic", 0.995, None), a method name, or a function x0 -> x0). Returns the last stage's
         [B, 3, H, W], or the list of every stage's images with return_all_stages."""
-        rule = check_sampling_args(steps, sampler, thresholding)
-        scales, stages, images = self._check_sample_args(guidance_scale, seed, stages, lowres_images, lowres_aug_level)
+        rule, scales, stages, images = check_sample_args(self, guidance_scale, thresholding, steps, sampler, seed, stages,
+                                                         lowres_images, lowres_aug_level)
         self.eval()
         dev, g = self.device, torch.Generator().manual_seed(int(seed))
         use_bf16 = resolve_bf16(dev, bf16)  # True on a CPU without bf16: one error naming the fix

@@ -11,9 +11,8 @@ times, so the model sees the stitched image and harmonises the unknown part with
 import torch
 
 from . import diffusion as D
-from .checks import check_finite, check_sampling_args
+from .checks import check_finite, check_images, check_sampling_args
 from .errors import MinimagenError
-from .imagen import check_images
 
 
 def forward_transition(x_s, log_snr_s, log_snr_t, noise):

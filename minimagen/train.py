@@ -13,7 +13,6 @@ k+1, k+2, ... as the run that never stopped (tests/test_train.py checks the loss
 import csv
 import dataclasses
 import math
-import numbers
 import os
 import time
 from dataclasses import dataclass
@@ -24,12 +23,12 @@ import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
+from .checks import check_train_config
 from .checkpoint import check_text_encoder, config_differences, load_checkpoint, save_checkpoint
 from .data import WORLDS, ImageCaptionFolder, ShapesDataset
 from .device import autocast, pick_device, resolve_bf16
-from .diffusion import OBJECTIVES, SCHEDULES
 from .errors import MinimagenError
-from .imagen import LOSS_WEIGHTINGS, Imagen, resize, stage_loss
+from .imagen import Imagen, resize, stage_loss
 from .text import TextEncoder
 from .unet import Unet, unet_preset
 
@@ -92,30 +91,7 @@ class TrainConfig:
                 setattr(self, name, value)
         if self.noise_aug is None:  # the base stage has no low-res input to augment
             self.noise_aug = 0.0
-        counts = ("steps", "batch_size", "warmup_steps", "log_every", "checkpoint_every", "sample_every", "dataset_size", "seed")
-        numbers_ = ("lr", "grad_clip", "ema_decay", "cond_drop_prob", "noise_aug")
-        wrong = [f"{k}={getattr(self, k)!r} (use a whole number)" for k in counts
-                 if not isinstance(getattr(self, k), numbers.Integral) or isinstance(getattr(self, k), bool)]
-        wrong += [f"{k}={getattr(self, k)!r} (use a number)" for k in numbers_
-                  if not isinstance(getattr(self, k), numbers.Real) or isinstance(getattr(self, k), bool)]
-        if wrong:  # a string from a config file would otherwise end in a TypeError below
-            raise MinimagenError(f"bad training settings: {'; '.join(wrong)}.")
-        if self.steps <= 0 or self.batch_size <= 0:
-            raise MinimagenError("steps and batch_size must be positive integers.")
-        # caught here, not as a torch error (or a ZeroDivisionError, or silently odd training) steps later
-        rules = [("lr", self.lr > 0, "> 0"), ("warmup_steps", self.warmup_steps >= 0, ">= 0"),
-                 ("grad_clip", self.grad_clip > 0, "> 0"), ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)"),
-                 ("cond_drop_prob", 0 <= self.cond_drop_prob <= 1, "in [0, 1]"),
-                 ("noise_aug", 0 <= self.noise_aug <= 1, "in [0, 1]"),
-                 ("log_every", self.log_every >= 1, ">= 1"), ("checkpoint_every", self.checkpoint_every >= 1, ">= 1"),
-                 ("sample_every", self.sample_every >= 0, ">= 0 (0 = never)"),
-                 ("objective", self.objective in OBJECTIVES, f"one of {list(OBJECTIVES)}"),
-                 ("lr_schedule", self.lr_schedule in LR_SCHEDULES, f"one of {list(LR_SCHEDULES)}"),
-                 ("schedule", self.schedule in SCHEDULES, f"one of {sorted(SCHEDULES)}"),
-                 ("loss_weighting", self.loss_weighting in LOSS_WEIGHTINGS, f"one of {list(LOSS_WEIGHTINGS)}")]
-        bad = [f"{name}={getattr(self, name)!r} (use {rule})" for name, ok, rule in rules if not ok]
-        if bad:
-            raise MinimagenError(f"bad training settings: {'; '.join(bad)}.")
+        check_train_config(self)  # every field once, here: a bad one is one sentence, not a torch error later
 
 
 # fields that must match to resume a run (the rest, like steps or out_dir, may change)
