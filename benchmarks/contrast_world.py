@@ -47,7 +47,7 @@ from minimagen import diffusion as D
 from common import describe_machine
 from minimagen.exact import contrast_set, full_frame_set, guided_samples
 from minimagen.imagen import load_cascade
-from minimagen.plot import grid_figure, pinned_view
+from minimagen.plot import grid_figure, with_pinned
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -158,11 +158,8 @@ def figures(rows, model, captions, tag=""):
     rule, static's and the default's followed by where they pin the picture (plot.pinned_view)."""
     figure(rows, HERE / f"contrast_world{tag}.png")
     rows_ = {"w = 1": sample_scores(model, captions[:6], 1.0, RULES[2], [0])[0]}
-    for label, rule in RULES:
-        rows_[label] = sample_scores(model, captions[:6], 10.0, (label, rule), [0])[0]
-        if label in ("static", "default p0.9 cap1.5"):
-            rows_[label.split(" p0")[0] + ": pinned"] = pinned_view(rows_[label])
-    grid_figure(rows_, [c if len(c) < 28 else c[:26] + "…" for c in captions[:6]],
+    rows_.update({label: sample_scores(model, captions[:6], 10.0, (label, rule), [0])[0] for label, rule in RULES})
+    grid_figure(with_pinned(rows_, ("static", "default p0.9 cap1.5")), [c if len(c) < 28 else c[:26] + "…" for c in captions[:6]],
                 title="contrast32.pt at w = 10, one row per rule, the same noise in every row; white: a pixel with a "
                       "channel at 0 or 255 (benchmarks/contrast_world.py)", path=HERE / f"contrast_world_samples{tag}.png")
     print(f"wrote benchmarks/contrast_world_samples{tag}.png")

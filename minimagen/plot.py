@@ -117,13 +117,21 @@ def pinned_view(images, at: float = 0.98):
     return torch.where(pinned, torch.ones_like(images), images / 3 - 2 / 3)
 
 
+def with_pinned(rows: dict, names=()) -> dict:
+    """rows ({label: images}) with each row named in `names` followed by its pinned_view, "<label>: at the limits"."""
+    out = {}
+    for label, images in rows.items():
+        out[label] = images
+        if label in names:
+            out[f"{label}: at the limits"] = pinned_view(images)
+    return out
+
+
 def thresholding_figure(rows: dict, captions, guidance_scale: float, path=None, note: str = "", pinned=()):
     """One row per thresholding method, one column per caption (the demo's comparison figure); each row named in
-    `pinned` is followed by its pinned_view."""
-    rows = {k: v for label, x in rows.items()
-            for k, v in [(label, x)] + ([(f"{label}: at the limits", pinned_view(x))] if label in pinned else [])}
-    return grid_figure(rows, captions, f"guidance w = {guidance_scale}: no clipping vs static clipping vs dynamic "
-                                       f"thresholding{note}", path)
+    `pinned` is followed by where it pins the picture (with_pinned)."""
+    return grid_figure(with_pinned(rows, pinned), captions, f"guidance w = {guidance_scale}: no clipping vs static "
+                       f"clipping vs dynamic thresholding{note}", path)
 
 
 # ---------------------------------------------------------------- guidance and thresholding (notebook 07)
