@@ -1,26 +1,26 @@
 """What the benchmark scripts share and the package does not need: the machine a timing ran on, the timing
-precisions a machine can measure fairly, the guidance x thresholding sweep, its rows' CSV and text table, and the trainer of the Fréchet distance's feature net.
+precisions a machine can measure fairly, the guidance x thresholding sweep, its rows' CSV and text table, and
+its trade-off figure.
 
 Scripts in benchmarks/ import it as `from common import ...` (Python puts a script's folder first on
-sys.path); tests as `from benchmarks.common import ...`. Retrain data/feature_net.pt with
-
-    python benchmarks/common.py train-feature-net
+sys.path); tests as `from benchmarks.common import ...`.
 """
-import argparse
 import csv
 import os
-import sys
 from functools import lru_cache
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import torch
-import torch.nn.functional as F
 
-from minimagen.data import ShapesDataset, load_spec
 from minimagen.device import cpu_has_bf16
 from minimagen.diffusion import as_thresholding
-from minimagen.evaluate import _mean_se, rule_fields, score_images
-from minimagen.metrics import FEATURE_NET_PATH, FeatureNet, fidelity, load_feature_net
+from minimagen.evaluate import rule_fields, score_images
+
+try:  # imported as benchmarks.common (tests) or as common (the scripts)
+    from .fid import frechet_per_seed
+except ImportError:
+    from fid import frechet_per_seed
 
 
 @lru_cache(maxsize=None)
@@ -104,7 +104,7 @@ def guidance_sweep(model, captions, guidance_scales, methods=("none", "static", 
                        raw_x0_max=seen["raw_max"], x0_max=seen["max"],
                        raw_x0_outside=sum(seen["outside"]) / len(seen["outside"]), images=images, captions=captions)
             if frechet:  # a set statistic: one value per seed (needs many captions to mean much)
-                row["frechet"], row["frechet_se"] = _mean_se(torch.tensor([fidelity(x)["frechet"] for x in images]))
+                row["frechet"], row["frechet_se"] = frechet_per_seed(images)
             rows.append(row)
             if progress is not None:
                 progress(len(rows), total, row)
@@ -136,47 +136,43 @@ def sweep_table(rows, frechet=None) -> str:
     return "\n".join(lines)
 
 
-def _targets(dataset: ShapesDataset) -> torch.Tensor:
-    """Multi-hot [n, colours*shapes]: which colour-shape pairs each scene contains."""
-    colors, shapes = list(load_spec()["colors"]), load_spec()["shapes"]
-    y = torch.zeros(len(dataset), len(colors) * len(shapes))
-    for i, o in ((i, o) for i, scene in enumerate(dataset.scenes) for o in scene["objects"]):
-        y[i, colors.index(o["color"]) * len(shapes) + shapes.index(o["shape"])] = 1
-    return y
+# ---------------------------------------------------------------- the trade-off figure (guidance_thresholding.py, notebook 07b)
+W_MARKERS = "os^Dv<>px*h"  # guidance scale w -> marker, in order of w
 
 
-def train_feature_net(out_path=FEATURE_NET_PATH, seed: int = 0, steps: int = 5000, n: int = 20000) -> FeatureNet:
-    """Train minimagen.metrics.FeatureNet on `n` 32 px images of every caption (the metric must know held-out
-    pairs too), report held-out-seed accuracy, and save a float16 state_dict (~100 KB) to out_path."""
-    torch.manual_seed(seed)
-    data, test = ShapesDataset(32, "all", n, seed), ShapesDataset(32, "all", 1000, seed + 1)
-    x, y, net = data.images.movedim(-1, 1), _targets(data), FeatureNet()  # x: uint8 [n,3,32,32]
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
-    gen = torch.Generator().manual_seed(seed)
-    for step in range(steps):
-        idx = torch.randint(0, n, (64,), generator=gen)
-        loss = F.binary_cross_entropy_with_logits(net(x[idx].float() / 127.5 - 1), y[idx])
-        opt.zero_grad(), loss.backward(), opt.step(), sched.step()
-        if step % 1000 == 0 or step == steps - 1:
-            print(f"step {step}: loss {loss.item():.4f}", flush=True)
-    with torch.no_grad():
-        pred = net.eval()(test.images.movedim(-1, 1).float() / 127.5 - 1) > 0
-    print(f"exact-match accuracy on 1000 unseen images: {(pred == _targets(test).bool()).all(1).float().mean():.3f}")
-    torch.save({k: v.half() for k, v in net.state_dict().items()}, out_path)
-    load_feature_net.cache_clear()
-    return net
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python benchmarks/common.py", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train-feature-net", help="retrain data/feature_net.pt (features for the Fréchet distance)")
-    p.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    train_feature_net(FEATURE_NET_PATH, seed=args.seed)
-    print(f"wrote {FEATURE_NET_PATH}")
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def tradeoff_plot(rows, y: str = "fidelity", ax=None, title=None):
+    """Imagen Fig. 4c / A.31 in miniature: caption alignment (x) against a fidelity or detail measure
+    (y), one curve per method, w growing along each curve (its marker, keyed in a second legend; no
+    text on the points, so nothing overlaps); error bars are standard errors.
+    y = "fidelity" (1 - off-palette fraction), "shading" (shading kept inside the objects, 1 = as real),
+    "pinned" (fraction of object pixels at +-1, plotted as 1 - pinned) or "frechet" (minus the Fréchet distance)."""
+    from matplotlib.lines import Line2D
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4.2))
+    sign, offset, name = {"frechet": (-1, 0, "- Fréchet distance (higher is better)"),
+                          "shading": (1, 0, "shading kept inside objects (1 = as real)"),
+                          "pinned": (-1, 1, "1 - fraction of object pixels at ±1"),
+                          }.get(y, (1, 0, "fidelity = 1 - off-palette fraction"))
+    ws = sorted({r["guidance_scale"] for r in rows})
+    marker = {w: W_MARKERS[i % len(W_MARKERS)] for i, w in enumerate(ws)}
+    methods = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        pts = sorted((r for r in rows if r["method"] == method), key=lambda r: r["guidance_scale"])
+        xs, ys = [r["alignment"] for r in pts], [offset + sign * r[y] for r in pts]
+        line, = ax.plot(xs, ys, lw=1.2, label=method)
+        methods.append(line)
+        ax.errorbar(xs, ys, xerr=[r["alignment_se"] for r in pts], yerr=[r.get(f"{y}_se", 0.0) for r in pts],
+                    fmt="none", ecolor=line.get_color(), elinewidth=0.7, alpha=0.4)
+        for r, x_, y_ in zip(pts, xs, ys):
+            ax.plot(x_, y_, marker[r["guidance_scale"]], color=line.get_color(), ms=5)
+    ax.set(xlabel="caption alignment (higher is better)", ylabel=name)
+    ax.set_title(title or "alignment against detail as guidance w grows", fontsize=10)
+    # both legends outside the axes, on the right: inside they can hide the high-w points. The wider one (methods)
+    # is the axes' own legend, the one a layout engine makes room for; the w key is added beside it.
+    key = ax.legend(handles=[Line2D([], [], ls="", marker=marker[w], color="0.3", label=f"w = {w:g}") for w in ws],
+                    fontsize=7, loc="lower left", bbox_to_anchor=(1.01, 0.0), title="guidance", title_fontsize=7)
+    ax.add_artist(key)
+    ax.legend(handles=methods, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="method", title_fontsize=7)
+    if ax.figure.get_layout_engine() is None:  # a figure made with layout="constrained" lays itself out
+        ax.figure.tight_layout()
+    return ax

@@ -38,12 +38,11 @@ from minimagen import diffusion as D
 from common import describe_machine
 from minimagen.evaluate import SCORES, paired_difference
 from minimagen.imagen import load_cascade
-from minimagen.plot import tradeoff_plot
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from train_curve import fixed_captions  # noqa: E402  (the evaluation and selection draws every benchmark uses)
-from common import find_row, guidance_sweep, save_rows, sweep_table  # noqa: E402
+from common import find_row, guidance_sweep, save_rows, sweep_table, tradeoff_plot  # noqa: E402
 SAMPLER_CONFIGS = (("ddim", 10), ("ddim", 25), ("ddim", 50), ("ddpm", 50))
 COLUMNS = (["phase", "method", "thresholding", "percentile", "cap", "sampler", "steps", "guidance_scale", "n_images"]
            + [f"{k}{e}" for k in SCORES for e in ("", "_se")]

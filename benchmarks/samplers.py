@@ -25,10 +25,11 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from minimagen import diffusion, metrics
-from minimagen.evaluate import _mean_se, paired_difference, score_images
+from minimagen import diffusion
+from minimagen.evaluate import paired_difference, score_images
 
 from common import save_rows
+from fid import frechet_per_seed
 from minimagen.imagen import load_cascade
 
 HERE = Path(__file__).resolve().parent
@@ -135,7 +136,7 @@ def main():
         images = torch.stack(images)  # [S, B, 3, H, W]
         row = dict(sampler=sampler, steps=steps, nfe=nfe(sampler, steps), n_images=n_images, batch=len(captions),
                    wall_s_per_image=wall / n_images, cpu_s_per_image=cpu / n_images, **score_images(images, captions))
-        row["frechet"], row["frechet_se"] = _mean_se(torch.tensor([metrics.fidelity(x)["frechet"] for x in images]))
+        row["frechet"], row["frechet_se"] = frechet_per_seed(images)
         rows.append(row)
         print(f"{sampler:>7} {steps:>5} steps  NFE {row['nfe']:>5}  {row['wall_s_per_image']:6.2f} s/image wall "
               f"({row['cpu_s_per_image']:.2f} CPU)  alignment {row['alignment']:.3f} ± {row['alignment_se']:.3f}  "

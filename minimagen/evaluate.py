@@ -1,4 +1,4 @@
-"""Scoring samples [Imagen Sec. 2.2-2.4]: caption alignment (the paper's CLIP score), fidelity (its FID) and the
+"""Scoring samples [Imagen Sec. 2.2-2.4]: caption alignment (the paper's CLIP score), fidelity and the
 detail measures of a set of images, paired differences between two settings run from the same noise, what
 thresholding does at every step of one run, and an SR stage's noise-augmentation sweep.
 
@@ -84,13 +84,12 @@ def x0_trajectory(model, captions, guidance_scale=7.5, method=DEFAULT_THRESHOLDI
 
 
 def aug_level_sweep(sr_model, lowres_images, captions, aug_levels=(0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0), seeds=(0,),
-                    guidance_scale=3.0, steps=25, thresholding=DEFAULT_THRESHOLDING, frechet=False, label="",
-                    progress=None) -> list[dict]:
+                    guidance_scale=3.0, steps=25, thresholding=DEFAULT_THRESHOLDING, label="", progress=None) -> list[dict]:
     """Noise-conditioning augmentation at sampling time [Imagen Sec. 2.4; Ho et al. 2021, Sec. 4.3]:
     upsample the same low-res images with the SR stage at each augmentation level and score the results.
     sr_model: an SR-only cascade (load_cascade([sr checkpoint])); lowres_images [B, 3, h, w] in [-1, 1],
     e.g. the base stage's samples for `captions`. One row per level, keys as in guidance_sweep
-    (alignment(_se), off_palette(_se), fidelity, frechet(_se), scores, images) plus aug_level and label.
+    (alignment(_se), off_palette(_se), fidelity, scores, images) plus aug_level and label.
     Level 0 hands the SR stage the base image untouched; 1 replaces it with pure noise (the SR stage
     then draws from the caption alone)."""
     captions, seeds, rows = list(captions), list(seeds), []
@@ -100,8 +99,6 @@ def aug_level_sweep(sr_model, lowres_images, captions, aug_levels=(0.0, 0.1, 0.2
                                               lowres_aug_level=float(level)).cpu() for seed in seeds])
         row = dict(label=label, aug_level=float(level), **score_images(images, captions), images=images,
                    captions=captions)
-        if frechet:
-            row["frechet"], row["frechet_se"] = _mean_se(torch.tensor([metrics.fidelity(x)["frechet"] for x in images]))
         rows.append(row)
         if progress is not None:
             progress(len(rows), len(aug_levels), row)

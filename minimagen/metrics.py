@@ -1,22 +1,22 @@
-"""Evaluation for the shapes data: caption alignment (the paper's CLIP score) and fidelity (its FID).
+"""Evaluation for the shapes data: caption alignment (the paper's CLIP score), detail and fidelity.
 
 CLIP can't judge 32 px toy images, but here we know the world exactly: `detect` reads the objects
 back out of an image (colour, shape, size, centre), and `caption_alignment` checks them against the
-caption's grammar. Fidelity has two parts: `off_palette_fraction` (pixels no real image contains;
-over-saturation from static clipping at high guidance lands there) and `frechet_distance` (the FID
-formula on features of `FeatureNet`, a tiny CNN trained on the shapes data instead of Inception).
+caption's grammar. `detail_scores` measures what clipping destroys inside the objects (their shading,
+and the pixels pinned at the limits), `off_palette_fraction` the pixels no real image contains
+(over-saturation from static clipping at high guidance lands there), and `detail_error` what a
+super-resolution stage adds. (The benchmarks' Fréchet distance, FID's formula on a tiny feature net,
+is benchmarks/fid.py: a set statistic that needs hundreds of images.)
 """
 import math
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from . import data
-from .data import DATA_DIR, ShapesDataset, load_spec, parse_caption
+from .data import load_spec, parse_caption
 from .errors import MinimagenError
 
 LAM_ON = 0.2  # chroma, as a fraction of the colour's own, that makes a pixel part of an object
@@ -27,7 +27,6 @@ LARGE = 0.22  # half-width (fraction of image side): small shapes are 0.13-0.17,
 HUGE = 0.335  # regime B's huge objects are 0.36-0.40
 PLAIN_STD = 12.0  # 0..255: an object's interior luminance spread below this is plain (real textures: ~30-50)
 OFF_PALETTE = 30.0  # 0-255 units: farther than this from every real colour (or a blend) is off-palette
-FEATURE_NET_PATH = DATA_DIR / "feature_net.pt"
 
 
 def _palette() -> tuple[list[str], torch.Tensor]:
@@ -457,80 +456,3 @@ def off_palette_fraction(images: torch.Tensor) -> torch.Tensor:
     q = (_as_batch(images).round().long() // 4).clamp(0, 63)  # [B,3,H,W] cell indices
     off = _off_palette_table()[q[:, 0] * 4096 + q[:, 1] * 64 + q[:, 2]]
     return off.float().flatten(1).mean(1)
-
-
-class FeatureNet(nn.Module):
-    """Tiny CNN (four convs -> 64-d feature) trained to name the colour-shape pairs in a 32 px image.
-
-    The fidelity metric's stand-in for Inception: its 64-d features respond to exactly what matters
-    here (colours, shapes, clean edges). Three stride-2 convs then one more 3x3 give every output a
-    view of the whole 32 px image, and global max-pooling answers "is there a red triangle anywhere".
-    Inputs of other sizes are area-resized to 32 px first.
-    """
-
-    def __init__(self):
-        super().__init__()
-        spec = load_spec()
-        self.body = nn.Sequential(
-            nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 48, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(48, 64, 3, padding=1), nn.ReLU(),
-            nn.AdaptiveMaxPool2d(1), nn.Flatten())
-        self.head = nn.Linear(64, len(spec["colors"]) * len(spec["shapes"]))
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        x = _as_batch(images) / 127.5 - 1
-        if x.shape[-1] != 32 or x.shape[-2] != 32:
-            x = F.interpolate(x, size=(32, 32), mode="area")
-        return self.body(x)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(images))
-
-
-@lru_cache(maxsize=1)
-def load_feature_net(path=FEATURE_NET_PATH) -> FeatureNet:
-    if not Path(path).is_file():
-        raise MinimagenError(f"Feature-net weights {path} are missing; run `python benchmarks/common.py train-feature-net`.")
-    net = FeatureNet()
-    net.load_state_dict({k: v.float() for k, v in torch.load(path, weights_only=True).items()})
-    return net.eval()
-
-
-def _stats(images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    net = load_feature_net()
-    with torch.no_grad():
-        f = torch.cat([net.features(chunk) for chunk in torch.as_tensor(images).split(256)]).double().numpy()
-    if len(f) < 2:
-        raise MinimagenError("The Fréchet distance needs at least 2 images per set (hundreds for a stable "
-                             "value); pass more images.")
-    return f.mean(0), np.cov(f, rowvar=False)
-
-
-def _frechet(mu1, s1, mu2, s2) -> float:
-    """||mu1-mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^1/2); the trace of the root from the eigenvalues of the
-    symmetric PSD matrix S1^1/2 S2 S1^1/2, which has the same eigenvalues as S1 S2 (numpy only)."""
-    w, v = np.linalg.eigh(s1)
-    r1 = (v * np.sqrt(w.clip(0))) @ v.T
-    cross = np.sqrt(np.linalg.eigvalsh(r1 @ s2 @ r1).clip(0)).sum()
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * cross)
-
-
-def frechet_distance(images_a: torch.Tensor, images_b: torch.Tensor) -> float:
-    """FID's formula on FeatureNet features of two image sets [N,3,H,W] (use hundreds each)."""
-    return _frechet(*_stats(images_a), *_stats(images_b))
-
-
-@lru_cache(maxsize=8)
-def reference_stats(size: int, n: int = 1000, seed: int = 12345) -> tuple[np.ndarray, np.ndarray]:
-    """Feature mean/covariance of n real images (all captions) at `size` px; cached in memory."""
-    data = ShapesDataset(size, "all", n, seed)
-    return _stats(data.images.movedim(-1, 1).float() / 127.5 - 1)
-
-
-def fidelity(images: torch.Tensor) -> dict[str, float]:
-    """Mean off-palette fraction and Fréchet distance to real images at the same resolution."""
-    x = _as_batch(images) / 127.5 - 1
-    return dict(off_palette=float(off_palette_fraction(x).mean()),
-                frechet=_frechet(*_stats(x), *reference_stats(int(x.shape[-1]))))

@@ -40,7 +40,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from minimagen import diffusion as D, metrics
+from minimagen import diffusion as D
 from minimagen.data import from_uint8, render
 from minimagen.evaluate import aug_level_sweep, paired_difference, score_images
 from minimagen.imagen import load_cascade, resize
@@ -48,6 +48,7 @@ from minimagen.imagen import load_cascade, resize
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py and the scripts kept there
 from common import save_rows  # noqa: E402
+from fid import frechet_per_seed, frechet_to_real  # noqa: E402
 from train_curve import fixed_captions  # noqa: E402
 
 DEFAULT_SR = ["aug03=data/checkpoints/sr64_aug03.pt", "noaug=data/checkpoints/sr64.pt"]
@@ -59,7 +60,7 @@ def reference_row(images, captions, input_, model, n_seeds) -> dict:
     """Score fixed images [B, 3, H, W] (repeated per seed, so rows pair with the SR rows)."""
     images = images[None].expand(n_seeds, *images.shape)
     row = dict(input=input_, model=model, aug_level=float("nan"), **score_images(images, captions), images=images)
-    row["frechet"], row["frechet_se"] = metrics.fidelity(images[0])["frechet"], 0.0
+    row["frechet"], row["frechet_se"] = frechet_to_real(images[0]), 0.0
     return row
 
 
@@ -104,7 +105,7 @@ def main():
         low = (low + args.input_noise * noise).clamp(-1, 1)
     b = score_images(low[None], captions)
     print(f"base 32 px samples: alignment {b['alignment']:.3f} ± {b['alignment_se']:.3f}, off-palette "
-          f"{b['off_palette']:.4f} ± {b['off_palette_se']:.4f}, Fréchet (32 px) {metrics.fidelity(low)['frechet']:.0f} "
+          f"{b['off_palette']:.4f} ± {b['off_palette_se']:.4f}, Fréchet (32 px) {frechet_to_real(low):.0f} "
           f"({time.time() - start:.0f} s)", flush=True)
     real_low = torch.stack([from_uint8(render(c, 32, seed=i)) for i, c in enumerate(captions)])
     real_high = torch.stack([from_uint8(render(c, 64, seed=i)) for i, c in enumerate(captions)])  # the same scenes
@@ -112,7 +113,8 @@ def main():
             reference_row(resize(real_low, 64), captions, "real 32 px", "bilinear", len(seeds)),
             reference_row(real_high, captions, "real 64 px", "none (ceiling)", len(seeds))]
 
-    def progress(done, total, row):
+    def progress(done, total, row):  # each SR row also gets its Fréchet distance (the sweep's own scores are per image)
+        row["frechet"], row["frechet_se"] = frechet_per_seed(row["images"])
         print(f"  [{done}/{total}] {row['label']} level {row['aug_level']:g}: alignment {row['alignment']:.3f}, "
               f"off-palette {row['off_palette']:.4f}, Fréchet {row['frechet']:.0f} ({time.time() - start:.0f} s)", flush=True)
 
@@ -121,7 +123,7 @@ def main():
         for input_, images, levels in (("base samples", low, args.levels), ("real 32 px", real_low, args.real_levels)):
             print(f"{label} ({path}) on {input_}:", flush=True)
             for row in aug_level_sweep(sr, images, captions, levels, seeds=seeds, guidance_scale=args.guidance,
-                                       steps=args.steps, frechet=True, label=label, progress=progress):
+                                       steps=args.steps, label=label, progress=progress):
                 rows.append(dict(row, input=input_, model=label))
     for r in rows:
         r["n_images"] = n_images

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from minimagen import metrics
 from minimagen.data import to_uint8
-from minimagen.diffusion import DEFAULT_THRESHOLDING, as_thresholding, dynamic_threshold_scale
+from minimagen.diffusion import as_thresholding, dynamic_threshold_scale
 from minimagen.plot import _wrap
 
 

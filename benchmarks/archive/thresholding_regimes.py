@@ -42,12 +42,11 @@ from minimagen import diffusion as D, metrics
 from minimagen.data import all_captions
 from minimagen.evaluate import SCORES, paired_difference
 from minimagen.imagen import load_cascade
-from minimagen.plot import tradeoff_plot
 from regimes import guidance_diagnostics, regime_diagnostics_figure  # noqa: E402  (benchmarks/archive/regimes.py)
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py and the scripts kept there
-from common import guidance_sweep, save_rows  # noqa: E402
+from common import guidance_sweep, save_rows, tradeoff_plot  # noqa: E402
 from guidance_thresholding import fmt, machine, select, verdict  # noqa: E402  (one selection rule, one verdict)
 from train_curve import fixed_captions  # noqa: E402
 
