@@ -70,7 +70,7 @@ def save_rows(rows, path, columns) -> Path:
 
 # ---------------------------------------------------------------- the guidance x thresholding sweep
 def guidance_sweep(model, captions, guidance_scales, methods=("none", "static", "dynamic"), seeds=(0,), steps=25,
-                   sampler="ddim", frechet=False, progress=None) -> list[dict]:
+                   sampler="ddim", frechet=False, progress=None, score=score_images) -> list[dict]:
     """One row per (method, w) [Imagen Sec. 2.2-2.3, Fig. 4c / A.31]: the base stage sampled once per seed for all
     captions (every (method, w) from the same noise for a given seed), then
       method, thresholding, percentile, cap   the rule (a diffusion.Thresholding or a method name) and its label
@@ -84,7 +84,8 @@ def guidance_sweep(model, captions, guidance_scales, methods=("none", "static", 
       frechet, frechet_se       (frechet=True) Fréchet distance to real images per seed: mean, s.e. over seeds
       scores                    {'alignment', 'off_palette', 'shading', 'pinned'}: per image [seeds, captions]
       images, captions          [seeds, captions, 3, H, W] on the CPU (for grids), and the captions.
-    progress: optional callable(done, total, row) to report each row (sweeps are slow on a CPU)."""
+    progress: optional callable(done, total, row) to report each row (sweeps are slow on a CPU).
+    score: score_images, or another world's (benchmarks/archive/textured.py)."""
     captions, seeds = list(captions), list(seeds)
     total, rows = len(methods) * len(guidance_scales), []
     for method in methods:
@@ -100,7 +101,7 @@ def guidance_sweep(model, captions, guidance_scales, methods=("none", "static", 
             images = torch.stack([model.sample(captions, guidance_scale=float(w), thresholding=rule, steps=steps,
                                                sampler=sampler, seed=seed, stages=1, callback=callback).cpu()
                                   for seed in seeds])  # [S, B, 3, H, W]
-            row = dict(**rule_fields(rule), guidance_scale=float(w), **score_images(images, captions),
+            row = dict(**rule_fields(rule), guidance_scale=float(w), **score(images, captions),
                        raw_x0_max=seen["raw_max"], x0_max=seen["max"],
                        raw_x0_outside=sum(seen["outside"]) / len(seen["outside"]), images=images, captions=captions)
             if frechet:  # a set statistic: one value per seed (needs many captions to mean much)

@@ -1,17 +1,14 @@
 """Toy data: the procedural "shapes" dataset (definition in data/shapes.json) and a folder loader.
 
-Captions follow a small compositional grammar, in three worlds (WORLDS):
-  "shapes" (regime A), shaded solids on a grey ground:
+Captions follow a small compositional grammar, in two worlds (WORLDS):
+  "shapes", shaded solids on a grey ground:
     one object:  "a {size} {color} {shape}"                       e.g. "a large teal circle"
     two objects: "a {color} {shape} {relation} a {color} {shape}"  e.g. "an orange square above a pink circle"
-  "textured" (regime B), one huge flat object whose caption decides its fine detail, at the pixel limits:
-    "a huge {texture} {color} {shape}"                             e.g. "a huge striped red circle"
-  "toned" (regime C), regime B's captions and scenes, each image in a shade of its colour that the caption
-    does not name (a tone drawn from a continuum, data/shapes.json "textured" tone_range)
   "contrast", the shapes world's captions and scenes, each image's objects at a contrast the caption does not
     name, from flat to harsh (data/shapes.json "contrast"): the world where dynamic thresholding wins
-Captions that contain a held-out (color, shape) or (texture, color) pair are never used for training:
-they test compositional generalisation (the model has seen "blue" and "triangle", never "blue triangle").
+Captions that contain a held-out (color, shape) pair are never used for training: they test compositional
+generalisation (the model has seen "blue" and "triangle", never "blue triangle"). The thresholding
+investigation's textured worlds (regimes B, C and D) are archived with it, in benchmarks/archive/textured.py.
 
 Images are float tensors [B, 3, H, W] in [-1, 1]; `to_uint8` / `from_uint8` convert to and from
 uint8 arrays [..., H, W, 3]. A caption plus a seed gives a *scene* (`make_scene`), and a scene is
@@ -39,7 +36,7 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 # Half-width of an object as a fraction of the image side. "small" stays >= 9 px wide at 32 px, so a
 # circle, a square and a triangle are still tellable; "large" is about twice that, so size is obvious.
 # Two-object captions name no size: both objects get a medium-small size so they fit side by side.
-HALF_SIZE = {"small": (0.14, 0.17), "large": (0.27, 0.31), None: (0.13, 0.16)}  # "huge": data/shapes.json "textured"
+HALF_SIZE = {"small": (0.14, 0.17), "large": (0.27, 0.31), None: (0.13, 0.16)}
 MAX_ROTATION = 10.0  # degrees, squares and triangles only: a little variety the detector can undo
 
 
@@ -65,12 +62,6 @@ def one_object_captions(spec: dict) -> list[str]:
             for size, color, shape in itertools.product(spec["sizes"], spec["colors"], spec["shapes"])]
 
 
-def textured_captions(spec: dict) -> list[str]:
-    t = spec["textured"]
-    return [f"a {t['size']} {texture} {color} {shape}"
-            for texture, color, shape in itertools.product(t["textures"], spec["colors"], spec["shapes"])]
-
-
 def two_object_captions(spec: dict) -> list[str]:
     objects = list(itertools.product(spec["colors"], spec["shapes"]))
     return [f"{article(c1)} {c1} {s1} {rel} {article(c2)} {c2} {s2}"
@@ -79,24 +70,20 @@ def two_object_captions(spec: dict) -> list[str]:
 
 
 def is_held_out(caption: str, spec: dict | None = None) -> bool:
-    """True if the caption names a (color, shape) or (texture, color) pair that training never sees."""
-    spec = spec or load_spec()
-    pairs = spec["held_out_pairs"] + spec["textured"]["held_out_pairs"]
-    return any(f"{a} {b}" in caption for a, b in pairs)
+    """True if the caption names a (color, shape) pair that training never sees."""
+    return any(f"{a} {b}" in caption for a, b in (spec or load_spec())["held_out_pairs"])
 
 
-WORLDS = ("shapes", "textured", "toned", "contrast")  # regimes A, B, C and the contrast world (data/shapes.json);
-# "toned" shares B's captions, "contrast" the shapes world's
+WORLDS = ("shapes", "contrast")  # the contrast world shares the shapes world's captions and scenes (data/shapes.json)
 
 
 def all_captions(split: str = "all", spec: dict | None = None, world: str = "shapes") -> list[str]:
-    """Every caption the grammar makes in one world (one of WORLDS, or 'both' = shapes and textured); split is
-    'train', 'held_out' or 'all'."""
+    """Every caption the grammar makes (one world of WORLDS: both have the same captions); split is 'train',
+    'held_out' or 'all'."""
     spec = spec or load_spec()
-    if world not in WORLDS + ("both",):
-        raise MinimagenError(f"Unknown world {world!r}; use one of {', '.join(WORLDS)} or 'both'.")
-    captions = (one_object_captions(spec) + two_object_captions(spec) if world in ("shapes", "contrast", "both") else []) + \
-        (textured_captions(spec) if world in ("textured", "toned", "both") else [])
+    if world not in WORLDS:
+        raise MinimagenError(f"Unknown world {world!r}; use one of {', '.join(WORLDS)}.")
+    captions = one_object_captions(spec) + two_object_captions(spec)
     if split == "all":
         return captions
     if split not in ("train", "held_out"):
@@ -132,58 +119,50 @@ def paraphrase_captions(n: int, seed: int = 0, split: str = "all") -> list[tuple
 
 @lru_cache(maxsize=1)
 def _grammar() -> frozenset[str]:
-    return frozenset(all_captions("all", world="both"))
+    return frozenset(all_captions("all"))
 
 
 def parse_caption(caption: str, spec: dict | None = None) -> tuple[list[dict], str | None]:
-    """Caption -> ([{size, color, shape}] (size None for two-object captions; a textured caption's
-    object also has its texture), relation or None)."""
+    """Caption -> ([{size, color, shape}] (size None for two-object captions), relation or None)."""
     words = caption.split()
-    if " ".join(words) not in (_grammar() if spec is None else set(all_captions("all", spec, "both"))):
-        raise MinimagenError(f"Caption {caption!r} is not in the shapes grammar; write e.g. 'a large teal circle', "
-                             "'a red square above a pink circle' (two different colours) or 'a huge striped red circle'.")
-    if len(words) == 5:
-        return [dict(size=words[1], texture=words[2], color=words[3], shape=words[4])], None
+    if " ".join(words) not in (_grammar() if spec is None else set(all_captions("all", spec))):
+        raise MinimagenError(f"Caption {caption!r} is not in the shapes grammar; write e.g. 'a large teal circle' or "
+                             "'a red square above a pink circle' (two different colours).")
     if len(words) == 4:
         return [dict(size=words[1], color=words[2], shape=words[3])], None
     return [dict(size=None, color=words[1], shape=words[2]),
             dict(size=None, color=words[-2], shape=words[-1])], " ".join(words[3:-3])
 
 
-def make_scene(caption: str, seed=0, toned: bool = False, phased: bool = False, contrast: bool = False) -> dict:
+def background_tones(rng: np.random.Generator) -> list[list[float]]:
+    """The background's top and bottom tones: neutral greys, each one's brightness jittered (all channels alike:
+    a grey carries no hue). The first draws of every scene."""
+    bg = load_spec()["background"]
+    return [np.clip(np.array(bg[k], float) + rng.uniform(-bg["jitter"], bg["jitter"]), 0, 255).round().tolist()
+            for k in ("top", "bottom")]
+
+
+def make_scene(caption: str, seed=0, contrast: bool = False) -> dict:
     """A caption and a seed (int or tuple of ints) -> background tones + objects with exact geometry.
 
-    Positions/sizes are fractions of the image side; centre is (x, y) with y pointing down. toned=True
-    (regime C) also gives a textured object a tone from tone_range, drawn last: the same seed gives the
-    same geometry as in regime B. phased=True also shifts a textured object's pattern by its own phase, a
-    fraction of a period along x and y drawn after everything else: the caption names the texture, not
-    where its stripes fall. contrast=True (the contrast world) gives the image one contrast from
-    data/shapes.json "contrast" range, drawn last too: the same seed gives the shapes world's geometry.
+    Positions/sizes are fractions of the image side; centre is (x, y) with y pointing down. contrast=True
+    (the contrast world) gives the image one contrast from data/shapes.json "contrast" range, drawn last:
+    the same seed gives the shapes world's geometry.
     """
     spec, rng = load_spec(), np.random.default_rng(seed)
     objects, relation = parse_caption(caption)  # the cached grammar: no spec argument
-    bg, jitter = spec["background"], spec["background"]["jitter"]
-    # neutral greys, each tone's brightness jittered (all channels alike: a grey carries no hue)
-    tones = [np.clip(np.array(bg[k], float) + rng.uniform(-jitter, jitter), 0, 255).round().tolist()
-             for k in ("top", "bottom")]
-    half = {**HALF_SIZE, "huge": spec["textured"]["half_size"]}
+    tones = background_tones(rng)
     if relation is None:  # large objects stay near the middle so they never touch the border
-        spread = {"small": 0.2, "large": 0.04, "huge": spec["textured"]["spread"]}[objects[0]["size"]]
+        spread = {"small": 0.2, "large": 0.04}[objects[0]["size"]]
         centers = [tuple(0.5 + rng.uniform(-spread, spread, 2))]
     else:  # first object clearly left of / above the second, gap >= 1 px at 32 px even when rotated
         along = (rng.uniform(0.22, 0.29), rng.uniform(0.71, 0.78))
         across = rng.uniform(0.38, 0.62, 2)
         centers = [(a, c) if relation == "to the left of" else (c, a) for a, c in zip(along, across)]
-    out = [dict(o, center=c, half_size=float(rng.uniform(*half[o["size"]])),
+    out = [dict(o, center=c, half_size=float(rng.uniform(*HALF_SIZE[o["size"]])),
                 angle=0.0 if o["shape"] == "circle" else float(rng.uniform(-MAX_ROTATION, MAX_ROTATION)))
            for o, c in zip(objects, centers)]
     scene = dict(caption=caption, background=tones, gradient_angle=float(rng.uniform(-30, 30)), objects=out)
-    for obj in out:
-        if toned and "texture" in obj:
-            obj["tone"] = float(rng.uniform(*spec["textured"]["tone_range"]))
-            obj["vivid"] = float(rng.uniform(*spec["textured"]["vivid_range"]))
-        if phased and "texture" in obj:
-            obj["phase"] = [float(v) for v in rng.uniform(0, 1, 2)]
     if contrast:
         scene["contrast"] = float(rng.uniform(*spec["contrast"]["range"]))
     return scene
@@ -241,37 +220,6 @@ def shading(obj: dict, size: int) -> tuple[np.ndarray, np.ndarray]:
     return k[..., None].astype(np.float32), t[..., None].astype(np.float32)
 
 
-# Regime B's textures: two tones of the object's colour, fixed to the image grid (so a texture is the
-# same at every size and where the object sits changes nothing). The bright tone is the colour scaled
-# until its brightest channel is 255, x = +1 with no headroom; the dark tone is `dark` times it. Both
-# are the colour's hue, so the detector reads colour as for the shapes, and texture by its frequency.
-# Regime C's shades: `vivid` in [0, 1] moves the bright tone toward the most vivid colour of the same hue
-# (the colour stretched until its channels span 0..255, which keeps every channel ratio that sets the hue),
-# and `tone` in [0.6, 1] darkens both tones. Regime B is vivid 0, tone 1.
-def texture_tones(color: str, vivid: float = 0.0, tone: float = 1.0, dark: float | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """(bright, dark) RGB 0..255 of a colour's texture tones; 'plain' is their mean. dark: the dark tone's
-    share of the bright one (None: data/shapes.json "textured" dark)."""
-    spec = load_spec()
-    c = np.array(spec["colors"][color], np.float32)
-    bright = c * (255.0 / c.max())
-    bright = tone * (bright + vivid * ((c - c.min()) * (255.0 / (c.max() - c.min())) - bright))
-    return bright, bright * (spec["textured"]["dark"] if dark is None else dark)
-
-
-def texture_pattern(texture: str, size: int, phase=(0.0, 0.0)) -> np.ndarray:
-    """[size, size, 1]: 1 where the texture shows its bright tone, 0 dark, 0.5 for 'plain' (the mean).
-    Stripes are horizontal bands and the checkerboard has squares, both of period 1/`period` of the side,
-    shifted by phase (x, y) periods (0: on the image grid)."""
-    period = load_spec()["textured"]["period"]
-    half_periods = lambda shift: np.floor(((np.arange(size) + 0.5) / size * period + shift) * 2).astype(int) % 2
-    rows, cols = half_periods(phase[1])[:, None], half_periods(phase[0])[None, :]
-    pattern = {"striped": 1 - rows + 0 * cols, "checked": (rows == cols).astype(int), "plain": np.full((size, size), 0.5)}
-    if texture not in pattern:
-        raise MinimagenError(f"Unknown texture {texture!r}; use one of {sorted(pattern)}.")
-    return pattern[texture].astype(np.float32)[..., None]
-
-
 def with_contrast(paint: np.ndarray, contrast: float) -> np.ndarray:
     """The contrast world's photographic contrast: every channel stretched around mid-grey,
     p = mid + contrast (paint - mid), then brought into the pixel range *keeping its hue*: the grey level
@@ -290,18 +238,14 @@ def with_contrast(paint: np.ndarray, contrast: float) -> np.ndarray:
 
 
 def object_paint(obj: dict, size: int) -> np.ndarray:
-    """[size, size, 3] RGB 0..255 of an object's surface at every pixel centre: lit-solid shading for the
-    shapes world, the caption's texture for a textured object."""
-    if "texture" in obj:
-        bright, dark = texture_tones(obj["color"], obj.get("vivid", 0.0), obj.get("tone", 1.0),  # regime C: a shade
-                                     obj.get("dark"))
-        return dark + (bright - dark) * texture_pattern(obj["texture"], size, obj.get("phase", (0.0, 0.0)))
+    """[size, size, 3] RGB 0..255 of an object's surface at every pixel centre: a lit solid (`shading`)."""
     k, t = shading(obj, size)
     return (1 - t) * k * np.array(load_spec()["colors"][obj["color"]], np.float32) + t * 255
 
 
-def render_scene(scene: dict, size: int = 32) -> np.ndarray:
-    """Draw a scene: uint8 array [size, size, 3].
+def render_scene(scene: dict, size: int = 32, paint=object_paint) -> np.ndarray:
+    """Draw a scene: uint8 array [size, size, 3]. paint(obj, size): an object's surface (benchmarks/archive/
+    textured.py passes its textures).
 
     Each object's coverage mask is drawn at RENDER_SIZE and box-filtered to SHADE_SIZE (exact area
     antialiasing), shaded there (see `shading`), and coverage and coloured coverage are box-filtered
@@ -327,10 +271,10 @@ def render_scene(scene: dict, size: int = 32) -> np.ndarray:
         if sub != RENDER_SIZE:
             mask = mask.resize((sub, sub), Image.BOX)
         cover = np.asarray(mask, np.float32)[..., None] / 255  # [sub, sub, 1]
-        color = object_paint(obj, sub)
+        color = paint(obj, sub)
         f = sub // size  # box-filter coverage and coverage-weighted colour down to `size`
-        cover, paint = (a.reshape(size, f, size, f, -1).mean((1, 3)) for a in (cover, cover * color))
-        img = img * (1 - cover) + paint
+        cover, painted = (a.reshape(size, f, size, f, -1).mean((1, 3)) for a in (cover, cover * color))
+        img = img * (1 - cover) + painted
     if "contrast" in scene:  # the contrast world: the whole picture, as a photograph's contrast
         img = with_contrast(img, scene["contrast"])
     return img.round().astype(np.uint8)
@@ -360,10 +304,9 @@ def from_uint8(array) -> torch.Tensor:
 class ShapesDataset(torch.utils.data.Dataset):
     """Seeded shapes images: item i is (image [3, size, size] in [-1, 1], caption).
 
-    Captions are drawn from `all_captions(split, world=world)`; in the shapes world half one-object and
-    half two-object (balanced=False: uniformly over the captions, 19 in 20 of which have two objects);
-    in the textured and toned worlds (B, C) uniformly. Item i's scene is seeded by
-    (seed, i), so the same arguments always give the same data. Images are rendered once here (about
+    Captions are drawn from `all_captions(split, world=world)`: half one-object and half two-object
+    (balanced=False: uniformly over the captions, 19 in 20 of which have two objects). Item i's scene is
+    seeded by (seed, i), so the same arguments always give the same data. Images are rendered once here (about
     0.5 ms each) and kept as uint8; `scenes[i]` is item i's ground truth.
     """
 
@@ -373,14 +316,13 @@ class ShapesDataset(torch.utils.data.Dataset):
             raise MinimagenError(f"n={n} gives an empty dataset; ask for at least one image.")
         spec = load_spec()
         captions = all_captions(split, spec, world)
-        balanced = balanced and world in ("shapes", "contrast")
         groups = [g for g in ([c for c in captions if len(c.split()) == 4],
                               [c for c in captions if len(c.split()) > 4]) if g] if balanced else [captions]
         rng = np.random.default_rng(seed)
         kinds = rng.integers(0, len(groups), n)
         self.size, self.split, self.world = int(size), split, world
         self.captions = [groups[k][rng.integers(len(groups[k]))] for k in kinds]
-        self.scenes = [make_scene(c, (seed, i), toned=world == "toned", contrast=world == "contrast")
+        self.scenes = [make_scene(c, (seed, i), contrast=world == "contrast")
                        for i, c in enumerate(self.captions)]
         self.images = torch.from_numpy(np.stack([render_scene(s, self.size) for s in self.scenes]))
 

@@ -33,14 +33,15 @@ def _mean_se(values: torch.Tensor) -> tuple[float, float]:
 SCORES = ("alignment", "off_palette", "shading", "pinned")
 
 
-def score_images(images, captions) -> dict:
+def score_images(images, captions, alignment=metrics.caption_alignment, detail=metrics.detail_scores) -> dict:
     """images [seeds, B, 3, H, W] for `captions` -> for each score in SCORES its mean over all images
     and standard error (`alignment`, `alignment_se`, ...), fidelity = 1 - off_palette, and the
     per-image `scores` [seeds, B]: caption alignment, off-palette fraction, and the detail measures
-    (metrics.detail_scores: shading kept inside the objects, fraction of object pixels pinned at +-1)."""
+    (metrics.detail_scores: shading kept inside the objects, fraction of object pixels pinned at +-1).
+    alignment, detail: the readers of another world's captions (benchmarks/archive/textured.py)."""
     flat, caps = images.flatten(0, 1), list(captions) * images.shape[0]
-    scores = {"alignment": metrics.caption_alignment(flat, caps), "off_palette": metrics.off_palette_fraction(flat),
-              **metrics.detail_scores(flat, caps)}
+    scores = {"alignment": alignment(flat, caps), "off_palette": metrics.off_palette_fraction(flat),
+              **detail(flat, caps)}
     scores = {k: scores[k].view(images.shape[:2]) for k in SCORES}
     out = {}
     for key, values in scores.items():

@@ -24,8 +24,7 @@ MIN_AREA = 0.005  # objects smaller than this fraction of the image are noise, n
 TRIANGLE_MOMENT, SQUARE_MOMENT = 0.3, 0.2  # thresholds half-way between ~0 and the ideal 0.65 / 0.43
 AREA_FACTOR = {"circle": math.pi, "square": 4.0, "triangle": math.sqrt(3)}  # area / half_size^2
 LARGE = 0.22  # half-width (fraction of image side): small shapes are 0.13-0.17, large 0.27-0.31
-HUGE = 0.335  # regime B's huge objects are 0.36-0.40
-PLAIN_STD = 12.0  # 0..255: an object's interior luminance spread below this is plain (real textures: ~30-50)
+HUGE = 0.335  # above this an object is bigger than any real large one: it reads "huge", which no caption here says
 OFF_PALETTE = 30.0  # 0-255 units: farther than this from every real colour (or a blend) is off-palette
 
 
@@ -120,31 +119,6 @@ def _describe(alpha: torch.Tensor) -> dict[str, torch.Tensor]:
     return dict(area=area / (H * W), x=cx / W, y=cy / H, tri=tri, sq=sq)
 
 
-def _texture(lum: torch.Tensor, core: torch.Tensor) -> tuple[str, float, float]:
-    """(texture, share, spread) of an object from its interior luminance. Regime B's textures sit on the
-    image grid with a period of 1/P of the side (P = data/shapes.json "textured" period), and at that
-    period a 2-px square wave is exactly a sinusoid, so its variance lies at one frequency: stripes at
-    (0, P) cycles per side, the checkerboard at (P, P) and (P, -P). share = the fraction of the interior's
-    variance at the winning texture's frequencies (1 for a real render, ~0 for noise); spread = std.
-    Plain if spread < PLAIN_STD; 'none' if the variance is not where a texture puts it (share < 0.5)."""
-    H, W = lum.shape
-    P = load_spec()["textured"]["period"]
-    ys, xs = torch.meshgrid(torch.arange(H) / H, torch.arange(W) / W, indexing="ij")
-    m = core.float()
-    n = m.sum().clamp(min=1)
-    d = (lum - (lum * m).sum() / n) * m
-    var = (d**2).sum() / n
-    power = lambda fx, fy: (2 * (d * torch.exp(-2j * math.pi * (fx * xs + fy * ys))).sum().abs() ** 2 / n**2).item()
-    # that is the variance of d's part at frequency (fx, fy): a sinusoid's amplitude A gives A^2 / 2
-    spread = var.sqrt().item()
-    shares = {"striped": power(0, P), "checked": power(P, P) + power(P, -P)}  # power: A^2 / 2 per sinusoid
-    shares = {k: v / max(var.item(), 1e-9) for k, v in shares.items()}
-    best = max(shares, key=shares.get)
-    if spread < PLAIN_STD:
-        return "plain", 1.0 - max(shares.values()), spread
-    return (best if shares[best] >= 0.5 else "none"), shares[best], spread
-
-
 def _detect_batch(x: torch.Tensor, names: list[str]) -> list[list[dict]]:
     labels, alpha = _segment(x)
     B, min_px = labels.shape[0], MIN_AREA * labels[0].numel()
@@ -163,9 +137,7 @@ def _detect_batch(x: torch.Tensor, names: list[str]) -> list[list[dict]]:
             tri, sq = stats["tri"][i], stats["sq"][i]
             shape = "triangle" if tri > TRIANGLE_MOMENT else "square" if sq > SQUARE_MOMENT else "circle"
             half = math.sqrt(stats["area"][i] / AREA_FACTOR[shape])  # area = factor * half_size^2
-            core = -F.max_pool2d(-blobs[i][None, None].float(), 3, 1, 1)[0, 0] > 0  # eroded by 1 px: no edge blends
-            texture, share, spread = _texture(x[b].mean(0), core if core.sum() >= 4 else blobs[i])
-            found[b].append(dict(color=names[k], shape=shape, texture=texture, texture_share=share, texture_spread=spread,
+            found[b].append(dict(color=names[k], shape=shape,
                                  size="huge" if half > HUGE else "large" if half > LARGE else "small",
                                  half_size=half, center=(stats["x"][i], stats["y"][i]), area=stats["area"][i],
                                  triangularity=tri, squareness=sq, mask=blobs[i]))
@@ -175,10 +147,10 @@ def _detect_batch(x: torch.Tensor, names: list[str]) -> list[list[dict]]:
 def detect(images: torch.Tensor) -> list[list[dict]] | list[dict]:
     """Objects in an image [3,H,W] (-> list of dicts) or a batch [B,3,H,W] (-> list of lists).
 
-    Each object: color, shape ('circle'/'square'/'triangle'), size ('small'/'large'/'huge'),
-    texture ('plain'/'striped'/'checked', or 'none': see `_texture`) with texture_share and texture_spread, half_size and
+    Each object: color, shape ('circle'/'square'/'triangle'), size ('small'/'large'/'huge'), half_size and
     area (fractions of the image side / area), center (x, y) in [0,1] with y down (the centroid), the
-    two shape statistics, and mask (bool [H,W], the object's pixels). Deterministic: per-pixel colour labels, one object per colour (its largest blob).
+    two shape statistics, and mask (bool [H,W], the object's pixels). Deterministic: per-pixel colour
+    labels, one object per colour (its largest blob).
     """
     single = torch.as_tensor(images).dim() == 3
     x, names = _as_batch(images), _palette()[0]
@@ -192,7 +164,6 @@ def caption_attributes(objects: list[dict], caption: str) -> dict[str, bool]:
 
     One object ("a {size} {color} {shape}"): color (an object of that colour), shape (that object's
     shape), size (its size word), count (exactly one object) -> 4 attributes.
-    Textured ("a huge {texture} {color} {shape}", regime B): also texture -> 5 attributes.
     Two objects ("a {c1} {s1} {relation} a {c2} {s2}"): color1, shape1, color2, shape2, relation
     (first centre left of / above the second's), count (exactly two objects) -> 6 attributes.
     """
@@ -206,8 +177,6 @@ def caption_attributes(objects: list[dict], caption: str) -> dict[str, bool]:
         out["shape" + tag] = got is not None and got["shape"] == w["shape"]
         if relation is None:
             out["size"] = got is not None and got["size"] == w["size"]
-        if "texture" in w:
-            out["texture"] = got is not None and got["texture"] == w["texture"]
     if relation is not None:
         a, b = (by_color.get(w["color"]) for w in wanted)
         axis = 0 if relation == "to the left of" else 1
@@ -232,12 +201,9 @@ def alignment_accuracy(images: torch.Tensor, captions: list[str]) -> float:
 
 
 # ---------------------------------------------------------------- detail: what clipping destroys
-def object_profile(obj: dict, color: str, size: int, texture: str | None = None) -> torch.Tensor:
+def object_profile(obj: dict, color: str, size: int) -> torch.Tensor:
     """Luminance [size, size] (0..255) a real render gives an object of this colour, shape, size and
-    place (data.shading), or with this texture (regime B: on the image grid, so the place does not
-    matter): the reference a sample's detail is compared with."""
-    if texture is not None:
-        return torch.from_numpy(data.object_paint(dict(color=color, texture=texture), size).mean(-1))
+    place (data.shading): the reference a sample's detail is compared with."""
     k, t = data.shading(_dome_of(obj), size)
     base = float(np.mean(load_spec()["colors"][color]))
     return torch.from_numpy((1 - t) * k * base + 255 * t)[..., 0]
@@ -290,40 +256,24 @@ def _shading_kept(pattern: float, contrast: float) -> float:
     return max(0.0, pattern) * min(contrast, 1 / contrast) if contrast > 0 else 0.0
 
 
-def object_shade(x: torch.Tensor, mask: torch.Tensor, color: str, texture: str) -> tuple[float, float]:
-    """(tone, vivid): the shade of a textured object in regime C's units (data.texture_tones), read on
-    the mask from its colour's brightest and dimmest channels, against a regime-B render (tone 1, vivid 0):
-      tone  = brightest channel's mean / the render's (vividness leaves that channel alone);
-      vivid = 1 - dimmest channel's mean / (tone x the render's): 0 as regime B's colour, 1 when that
-              channel is at 0 (the most vivid colour of the hue).
-    A real render of shade (b, v) reads (b, v) back; a guided overshoot pinned at 255 reads a tone above any
-    real shade, and one pinned at 0 reads vivid 1. x [3,H,W] 0..255."""
-    paint = torch.from_numpy(data.object_paint(dict(color=color, texture=texture), x.shape[-1]))[mask]  # [N,3]
-    means = paint.mean(0)
-    hi, lo = int(means.argmax()), int(means.argmin())
-    tone = (x[hi][mask].mean() / means[hi]).item()
-    return tone, 1.0 - (x[lo][mask].mean() / (max(tone, 1e-3) * means[lo])).item()
+def interior(mask: torch.Tensor) -> torch.Tensor:
+    """An object's pixels [H, W] eroded by 1 px, without the antialiased edge's blends with the background
+    (the whole mask for an object too small to erode)."""
+    core = -F.max_pool2d(-mask[None, None].float(), 3, 1, 1)[0, 0] > 0
+    return core if core.sum() >= 4 else mask
 
 
-def detail_scores(images: torch.Tensor, captions: list[str], toned: bool = False, contrast_world: bool = False
-                  ) -> dict[str, torch.Tensor]:
-    """Per image [B]: how much of the detail inside the caption's objects survives: the shading of
-    the shapes world (regime A), or the texture a regime-B caption names (its stripes or checks).
+def detail_scores(images: torch.Tensor, captions: list[str], contrast_world: bool = False) -> dict[str, torch.Tensor]:
+    """Per image [B]: how much of the shading inside the caption's objects survives.
 
       shading   mean over the caption's objects of `_shading_kept`: the object's luminance against a
-                real render of the object found there (its colour, shape, size and place; or its
-                caption's texture). Real renders score ~1; a missing object scores 0. The interior only
-                (edges are antialiased blends). NaN for a 'plain' caption, which has no detail to keep.
+                real render of the object found there (its colour, shape, size and place). Real renders
+                score ~1; a missing object scores 0. The interior only (edges are antialiased blends).
       pinned    fraction of the objects' pixels with a channel at exactly 0 or 255 (x = -1 or +1).
                 Real renders have none (the lit side peaks at 1.05 x a mid-tone colour); static clipping
                 at high guidance makes plateaus of them.
       pattern, contrast   the two factors of `shading` (mean over the objects found; NaN if none):
                 the correlation with the real profile, and the ratio of luminance spreads (1 = as real).
-      tone, vivid   a textured object's shade (`object_shade`; NaN for other captions or none found).
-
-    toned=True (regime C, where each image has its own shade): a textured object's texture is compared with
-    a real render *of the shade it has* (object_paint at the shade read back), so a real render scores ~1
-    at any shade, and a texture flattened against the pixel limit scores low however vivid it is.
 
     contrast_world=True (the contrast world, where each image has its own contrast): `contrast` is the image's
     contrast read back (`read_contrast`, mean over the caption's objects found: a real render reads its own
@@ -337,43 +287,32 @@ def detail_scores(images: torch.Tensor, captions: list[str], toned: bool = False
         raise MinimagenError(f"Got {len(found)} images but {len(captions)} captions; pass one caption per image.")
     q = x.round()
     lum, at_limit = q.mean(1), ((q == 0) | (q == 255)).any(1)  # [B,H,W]
-    shading, pinned, pattern, contrast, tones, vivids = [], [], [], [], [], []
+    shading, pinned, pattern, contrast = [], [], [], []
     for b, (objects, caption) in enumerate(zip(found, captions)):
         by_color = {o["color"]: o for o in objects}
-        kept, parts, inside, tone, vivid = [], [], torch.zeros_like(at_limit[b]), math.nan, math.nan
+        kept, parts, inside = [], [], torch.zeros_like(at_limit[b])
         for want in parse_caption(caption)[0]:
             obj = by_color.get(want["color"])
             if obj is None:
-                kept += [] if want.get("texture") == "plain" else [0.0]
+                kept.append(0.0)
                 continue
-            core = -F.max_pool2d(-obj["mask"][None, None].float(), 3, 1, 1)[0, 0] > 0  # eroded by 1 px
-            core = core if core.sum() >= 4 else obj["mask"]
+            core = interior(obj["mask"])
             inside |= obj["mask"]
-            if "texture" in want:
-                tone, vivid = object_shade(q[b], core, want["color"], want["texture"])
-            if want.get("texture") == "plain":
-                continue
-            ideal = object_profile(obj, want["color"], x.shape[-1], want.get("texture"))
-            if contrast_world and "texture" not in want:  # the render at the contrast read back
+            if contrast_world:  # the render at the contrast read back
                 paint = object_paint_at(obj, want["color"], x.shape[-1])[core.numpy()]
                 c = read_contrast(lum[b][core].numpy(), paint)
                 pattern_c, _ = _shading_parts(lum[b][core], torch.from_numpy(data.with_contrast(paint, c).mean(-1)))
                 parts.append((pattern_c, c))
                 kept.append(max(0.0, pattern_c))
-                continue
-            if toned and "texture" in want:  # the real render of the shade read back
-                shade = dict(color=want["color"], texture=want["texture"], tone=tone, vivid=min(max(vivid, 0.0), 1.0))
-                ideal = torch.from_numpy(data.object_paint(shade, x.shape[-1]).mean(-1))
-            parts.append(_shading_parts(lum[b][core], ideal[core]))
-            kept.append(_shading_kept(*parts[-1]))
-        shading.append(sum(kept) / len(kept) if kept else math.nan)
+            else:
+                parts.append(_shading_parts(lum[b][core], object_profile(obj, want["color"], x.shape[-1])[core]))
+                kept.append(_shading_kept(*parts[-1]))
+        shading.append(sum(kept) / len(kept))
         pattern.append(sum(p for p, _ in parts) / len(parts) if parts else math.nan)
         contrast.append(sum(c for _, c in parts) / len(parts) if parts else math.nan)
         pinned.append(at_limit[b][inside].float().mean().item() if inside.any() else 0.0)
-        tones.append(tone)
-        vivids.append(vivid)
     return dict(shading=torch.tensor(shading), pinned=torch.tensor(pinned), pattern=torch.tensor(pattern),
-                contrast=torch.tensor(contrast), tone=torch.tensor(tones), vivid=torch.tensor(vivids))
+                contrast=torch.tensor(contrast))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -70,7 +70,7 @@ class TrainConfig:
     objective: str = "v"           # eps (the paper), v (stable at both ends of the schedule), or x0
     schedule: str = "cosine"
     text_encoder: str | None = None  # None -> $MINIMAGEN_TEXT_ENCODER, else t5-small
-    dataset: str = "shapes"        # a world of data.WORLDS ("shapes", "textured", "toned", "contrast") or a folder of images + captions.csv / .jsonl
+    dataset: str = "shapes"        # a world of data.WORLDS ("shapes", "contrast") or a folder of images + captions.csv / .jsonl
     dataset_size: int | None = None  # procedural shapes images to render
     seed: int = 0
     out_dir: str = "runs/base"
@@ -119,7 +119,9 @@ def ema_avg(decay: float):
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig):
+    def __init__(self, config: TrainConfig, data=None):
+        """data: a dataset of (image [3, size, size] in [-1, 1], caption) items to train on instead of the one
+        config.dataset names (then only a label; benchmarks/archive/textured.py passes its worlds this way)."""
         self.config = c = config
         self.rank, self.world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
         if self.world > 1:
@@ -143,8 +145,9 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, c))
         self.model = self.unet if self.world == 1 else torch.nn.parallel.DistributedDataParallel(self.unet)
         self.step, self.out = 0, Path(c.out_dir)
-        self.data = (ShapesDataset(size=self.image_size, split="train", n=c.dataset_size, seed=c.seed, world=c.dataset)
-                     if c.dataset in WORLDS else ImageCaptionFolder(c.dataset, size=self.image_size))
+        self.data = data if data is not None else (
+            ShapesDataset(size=self.image_size, split="train", n=c.dataset_size, seed=c.seed, world=c.dataset)
+            if c.dataset in WORLDS else ImageCaptionFolder(c.dataset, size=self.image_size))
         if (self.out / "last.pt").exists():
             self.load(self.out / "last.pt", resume=True)
         elif c.init_from:

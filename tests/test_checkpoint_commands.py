@@ -16,16 +16,21 @@ FIELDS = ("stage", "preset", "steps", "batch_size", "lr", "warmup_steps", "ema_d
           "schedule", "dataset", "seed")
 
 
+TRAIN_COMMANDS = {"python -m minimagen train ": 4,  # -> where its arguments start
+                  "python benchmarks/archive/textured.py train ": 3}  # the archived textured worlds: --world, then the same
+
+
 def documented_commands() -> dict[str, list[str]]:
-    """{checkpoint file: the train command's arguments} for each `python -m minimagen train` whose run folder a
-    later `cp runs/<run>/ema.pt data/checkpoints/<file>` ships."""
+    """{checkpoint file: the train command's arguments} for each train command whose run folder a later
+    `cp runs/<run>/ema.pt data/checkpoints/<file>` ships."""
     text = re.sub(r"\\\n\s*", " ", README.read_text())  # join continued lines
     commands, shipped = {}, {}
     for line in text.splitlines():
         line = line.strip()
-        if line.startswith("python -m minimagen train "):
-            args = shlex.split(line)[4:]
-            commands[args[args.index("--out") + 1]] = args
+        for start, skip in TRAIN_COMMANDS.items():
+            if line.startswith(start):
+                args = shlex.split(line)[skip:]
+                commands[args[args.index("--out") + 1]] = args
         m = re.match(r"cp (runs/\S+)/ema\.pt data/checkpoints/(\S+\.pt)", line)
         if m and m.group(1) in commands:
             shipped[m.group(2)] = commands[m.group(1)]
@@ -43,7 +48,10 @@ def test_a_documented_command_trains_what_its_checkpoint_stores(name, args):
         pytest.skip(f"{name} is not in this checkout")
     parser = argparse.ArgumentParser()
     add_train_args(parser)
-    config = config_from_args(parser.parse_args(args))
+    parser.add_argument("--world")  # textured.py's: the dataset it passes the Trainer
+    parsed = parser.parse_args(args)
+    config = config_from_args(parsed)
+    config.dataset = parsed.world or config.dataset
     stored = load_checkpoint(path)["train_config"]
     differ = {f: (stored[f], getattr(config, f)) for f in FIELDS if f in stored and stored[f] != getattr(config, f)}
     assert not differ, f"{name}: stored -> documented command: {differ}"

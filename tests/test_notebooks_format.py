@@ -68,7 +68,7 @@ def test_figures_are_stored_as_small_palette_pngs_that_look_the_same():
     fig, (a, b) = plt.subplots(1, 2, figsize=(6, 2.5), dpi=100)
     a.plot(np.sin(np.linspace(0, 6, 200)), label="sin")
     a.legend()
-    b.imshow(render("a huge striped red circle", 32, 0), interpolation="nearest")  # a toy image, as the notebooks show
+    b.imshow(render("a large red circle", 32, 0), interpolation="nearest")  # a toy image, as the notebooks show
     full = io.BytesIO()
     fig.canvas.print_figure(full, format="png", bbox_inches="tight", facecolor="white", dpi=fig.dpi)
     small = compact_png(fig)

@@ -1,4 +1,4 @@
-"""Textures at a random phase (data.make_scene(phased=True)) and benchmarks/archive/exact_pull.py, the exact model's
+"""Textures at a random phase (benchmarks/archive/textured.py's make_scene(phased=True)) and benchmarks/archive/exact_pull.py, the exact model's
 caption pull that tells which worlds keep the caption deciding detail late (issue 22)."""
 import sys
 from pathlib import Path
@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from minimagen.data import all_captions, from_uint8, load_spec, make_scene, render_scene, texture_pattern
-from minimagen.metrics import alignment_accuracy
+from benchmarks.archive.textured import caption_alignment, captions, make_scene, render_scene, texture_pattern
+from minimagen.data import from_uint8, load_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "archive"))  # it finds benchmarks/common.py itself
 import exact_pull  # noqa: E402
@@ -31,16 +31,16 @@ def test_phase_zero_is_the_grid_texture_and_the_phase_is_drawn_last():
 
 
 def test_phased_renders_are_one_picture_at_every_size_and_the_detector_reads_them():
-    captions = all_captions("all", world="textured")
-    scenes = [make_scene(c, (3, i), phased=True) for i, c in enumerate(captions)]
+    caps = captions("all")
+    scenes = [make_scene(c, (3, i), phased=True) for i, c in enumerate(caps)]
     for scene in scenes[:6]:
         big = Image.fromarray(render_scene(scene, 128))
         for size in (32, 64):
             down = np.asarray(big.resize((size, size), Image.BOX)).astype(int)
             assert np.abs(down - render_scene(scene, size).astype(int)).max() <= 2
     images = torch.stack([from_uint8(torch.from_numpy(render_scene(s, 32))) for s in scenes])
-    assert alignment_accuracy(images, captions) == 1.0  # texture too, wherever its stripes fall
-    assert alignment_accuracy(images, captions[1:] + captions[:1]) < 0.9  # a wrong caption is caught
+    assert caption_alignment(images, caps).mean() == 1.0  # texture too, wherever its stripes fall
+    assert caption_alignment(images, caps[1:] + caps[:1]).mean() < 0.9  # a wrong caption is caught
 
 
 def test_exact_pull_tells_a_visible_texture_early_and_a_faint_one_late():

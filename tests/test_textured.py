@@ -1,6 +1,6 @@
-"""Regime B, the textured world (data/shapes.json "textured"): one huge object whose caption decides its
-fine detail (stripes, a checkerboard or plain) at the pixel limits. Its grammar and split, its renders,
-and the exact detector's texture reading: >= 98% on real renders, about chance on noise."""
+"""Regime B, the textured world (benchmarks/archive/textured.py, data/shapes.json "textured"): one huge object whose
+caption decides its fine detail (stripes, a checkerboard or plain) at the pixel limits. Its grammar and split, its
+renders, and the detector's texture reading: >= 98% on real renders, about chance on noise."""
 import math
 
 import numpy as np
@@ -8,36 +8,41 @@ import pytest
 import torch
 from PIL import Image
 
-from minimagen.data import (ShapesDataset, all_captions, from_uint8, is_held_out, load_spec, make_scene,
-                            parse_caption, render, texture_tones)
+from benchmarks.archive.textured import (Dataset, caption_alignment, caption_attributes, captions, detail_scores,
+                                         detect, is_held_out, make_scene, parse, render, texture_tones)
+from minimagen.data import all_captions, from_uint8, load_spec, parse_caption
 from minimagen.errors import MinimagenError
-from minimagen.metrics import alignment_accuracy, caption_alignment, caption_attributes, detail_scores, detect
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py says why
 
 
 def real(size, n, seed, split="all"):
-    ds = ShapesDataset(size, split, n=n, seed=seed, world="textured")
+    ds = Dataset(size, split, n=n, seed=seed, world="textured")
     return from_uint8(ds.images), ds
+
+
+def alignment_accuracy(images, caps):
+    return caption_alignment(images, caps).mean().item()
 
 
 def test_grammar_split_and_parse():
     spec = load_spec()
-    train, held = all_captions("train", world="textured"), all_captions("held_out", world="textured")
+    train, held = captions("train"), captions("held_out")
     n = len(spec["textured"]["textures"]) * len(spec["colors"]) * len(spec["shapes"])
     assert len(train) + len(held) == n and not set(train) & set(held)
     assert all(is_held_out(c) for c in held) and not any(is_held_out(c) for c in train)
     # both kinds of held-out pair: a (texture, colour) one and a (colour, shape) one
     assert "a huge striped green circle" in held and "a huge plain blue triangle" in held
     assert not set(train) & set(all_captions("all"))  # the worlds share no caption
-    assert parse_caption("a huge checked teal square") == (
-        [dict(size="huge", texture="checked", color="teal", shape="square")], None)
-    assert set(ShapesDataset(32, n=200, seed=1, world="textured").captions) <= set(train)
+    assert parse("a huge checked teal square") == dict(size="huge", texture="checked", color="teal", shape="square")
+    assert set(Dataset(32, n=200, seed=1).captions) <= set(train)
     with pytest.raises(MinimagenError, match="grammar"):
-        parse_caption("a huge striped red cat")
+        parse("a huge striped red cat")
+    with pytest.raises(MinimagenError, match="grammar"):  # the package's shapes grammar no longer has them
+        parse_caption("a huge striped red circle")
     with pytest.raises(MinimagenError, match="world"):
-        all_captions("train", world="stripes")
+        captions("train", world="stripes")
 
 
 def test_renders_are_huge_at_the_limits_and_agree_across_sizes():

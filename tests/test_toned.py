@@ -1,4 +1,4 @@
-"""Regime C, the toned world: regime B's captions and scenes, each image in a shade of its colour that the
+"""Regime C, the toned world (benchmarks/archive/textured.py): regime B's captions and scenes, each image in a shade of its colour that the
 caption does not name (data/shapes.json "textured" tone_range and vivid_range: from regime B's colour to the
 most vivid one of its hue, and darker). Its renders, the exact detector on every shade, and the shade and detail
 scores that tell a real shade from a guided overshoot pinned at +-1."""
@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from minimagen.data import ShapesDataset, all_captions, from_uint8, load_spec, make_scene, render_scene, texture_tones
-from minimagen.metrics import alignment_accuracy, detail_scores
+from benchmarks.archive.textured import (Dataset, caption_alignment, captions, detail_scores, make_scene,
+                                         render_scene, texture_tones)
+from minimagen.data import from_uint8, load_spec
 from minimagen.train import TrainConfig, Trainer
 
 
@@ -17,8 +18,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py says why
 
 def test_regime_c_is_regime_b_in_a_drawn_shade():
     spec = load_spec()["textured"]
-    assert all_captions("train", world="toned") == all_captions("train", world="textured")
-    assert all_captions("held_out", world="toned") == all_captions("held_out", world="textured")
+    assert captions("train", world="toned") == captions("train", world="textured")
+    assert captions("held_out", world="toned") == captions("held_out", world="textured")
     for seed, caption in enumerate(["a huge striped red circle", "a huge checked yellow square", "a huge plain teal triangle"]):
         b, c = make_scene(caption, seed), make_scene(caption, seed, toned=True)
         (ob,), (oc,) = b["objects"], c["objects"]
@@ -36,7 +37,7 @@ def test_regime_c_is_regime_b_in_a_drawn_shade():
         assert np.allclose(dark, vivid * spec["dark"])
         ratio = lambda c: (c - c.min()) / (c.max() - c.min())  # what sets the hue
         assert np.allclose(ratio(vivid), ratio(base), atol=1e-5)
-    ds = ShapesDataset(32, n=300, seed=2, world="toned")
+    ds = Dataset(32, n=300, seed=2, world="toned")
     for key, (lo, hi) in (("tone", spec["tone_range"]), ("vivid", spec["vivid_range"])):
         drawn = np.array([s["objects"][0][key] for s in ds.scenes])
         assert lo <= drawn.min() and drawn.max() <= hi and drawn.std() > 0.08
@@ -45,17 +46,17 @@ def test_regime_c_is_regime_b_in_a_drawn_shade():
 
 @pytest.mark.parametrize("size", [32, 64, 128])
 def test_detector_reads_every_shade(size):
-    captions = all_captions("all", world="toned")
+    caps = captions("all", world="toned")
     for tone, vivid in ((0.6, 0.0), (0.6, 1.0), (1.0, 1.0), (None, None)):  # the corners of the shade range, and drawn
-        scenes = [make_scene(c, (size, i), toned=True) for i, c in enumerate(captions)]
+        scenes = [make_scene(c, (size, i), toned=True) for i, c in enumerate(caps)]
         for s in scenes:
             s["objects"][0].update({} if tone is None else dict(tone=tone, vivid=vivid))
         images = torch.stack([from_uint8(render_scene(s, size)) for s in scenes])
-        assert alignment_accuracy(images, captions) >= 0.98
+        assert caption_alignment(images, caps).mean() >= 0.98
 
 
 def test_shade_and_detail_scores_tell_a_real_shade_from_an_overshoot():
-    ds = ShapesDataset(32, "all", n=90, seed=11, world="toned")
+    ds = Dataset(32, "all", n=90, seed=11, world="toned")
     images = from_uint8(ds.images)
     textured = torch.tensor([" plain " not in c for c in ds.captions])
     truth = torch.tensor([s["objects"][0]["tone"] for s in ds.scenes])
@@ -77,9 +78,10 @@ def test_shade_and_detail_scores_tell_a_real_shade_from_an_overshoot():
     assert read.float().mean() > 0.9 and (vivid["tone"][read] > truth[read] + 0.1).all()
 
 
-def test_trainer_trains_on_the_toned_world():
+def test_the_package_trainer_trains_on_the_toned_world_it_is_given():
     trainer = Trainer(TrainConfig(stage=0, preset="tiny32", dataset="toned", dataset_size=16, batch_size=4, steps=1,
-                                  text_encoder="tiny", sample_every=0, out_dir="/tmp/minimagen_toned_test"))
+                                  text_encoder="tiny", sample_every=0, out_dir="/tmp/minimagen_toned_test"),
+                      data=Dataset(32, n=16, world="toned"))
     assert trainer.data.world == "toned" and "tone" in trainer.data.scenes[0]["objects"][0]
     assert np.isfinite(trainer.train_step(0))
 
@@ -88,7 +90,7 @@ def test_shade_scatter_shows_each_method_against_the_real_range():
     import matplotlib
     matplotlib.use("agg")
     from benchmarks.archive.regimes import shade_scatter  # notebook 07b's figure, archived with it
-    ds = ShapesDataset(32, "all", n=20, seed=4, world="toned")
+    ds = Dataset(32, "all", n=20, seed=4, world="toned")
     d = detail_scores(from_uint8(ds.images), ds.captions, toned=True)
     ax = shade_scatter({"static": (d["vivid"], d["tone"]), "none": (d["vivid"] + 0.3, d["tone"])},
                             real=(d["vivid"], d["tone"]))

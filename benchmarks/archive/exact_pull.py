@@ -18,7 +18,7 @@ before detail is drawn (t < 0.4, sigma/alpha < 0.73), and staying untold until t
 
 Worlds (textured captions, each with its geometry, colour and texture from the grammar):
   B                regime B: the texture on the image grid (phase 0 in every image)
-  D                B with the texture at a random phase per image (data.make_scene(phased=True))
+  D                B with the texture at a random phase per image (textured.make_scene(phased=True))
   D, dark 0.8      D with a fainter texture (dark tone 0.8 of the bright one instead of 0.35)
   D, dark 0.95     fainter still
   D, dark 0.99     nearly invisible
@@ -42,12 +42,13 @@ import torch
 
 from minimagen import diffusion as D
 from minimagen import metrics
-from minimagen.data import all_captions, from_uint8, load_spec, make_scene, parse_caption, render_scene
+from minimagen.data import from_uint8, load_spec
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py and the scripts kept there
 from common import save_rows  # noqa: E402
 from regimes import _low_pass  # noqa: E402  (benchmarks/archive/regimes.py)
+from textured import captions as textured_captions, make_scene, parse, render_scene  # noqa: E402
 WORLDS = {"B": dict(phased=False), "D": dict(phased=True), "D, dark 0.8": dict(phased=True, dark=0.8),
           "D, dark 0.95": dict(phased=True, dark=0.95), "D, dark 0.99": dict(phased=True, dark=0.99)}
 TRAINED = {"B (trained v model)": "thresholding_regimes_diagnose.csv", "C (trained v model)": "thresholding_regimes_diagnose_C.csv"}
@@ -85,7 +86,7 @@ def exact_pull(caption, seed, world, phases, steps, noise_seed) -> dict[str, tor
     """Per sampling level t (the sampler's own grid): the exact pull's parts and p(caption's texture | x_t),
     on x_t = alpha x0 + sigma eps from the real image (one fixed eps)."""
     x0s, owner, real = hypotheses(caption, seed, world, phases)
-    want = load_spec()["textured"]["textures"].index(parse_caption(caption)[0][0]["texture"])
+    want = load_spec()["textured"]["textures"].index(parse(caption)["texture"])
     eps = torch.randn(x0s.shape[1:], generator=torch.Generator().manual_seed(noise_seed)).double()
     period = 32 // (2 * load_spec()["textured"]["period"]) * 2
     flat = x0s.flatten(1)
@@ -105,7 +106,7 @@ def exact_sample(caption, seed, world, phases, guidance_scale, method, steps, no
     """The guided DDIM sampler (25 steps, as everywhere) with this exact denoiser: x0 = x0_u + w (x0_c - x0_u),
     thresholded by `method`, from pure noise. -> (the sample [1, 3, 32, 32], the real image, the object mask)."""
     x0s, owner, real = hypotheses(caption, seed, world, phases)
-    want = load_spec()["textured"]["textures"].index(parse_caption(caption)[0][0]["texture"])
+    want = load_spec()["textured"]["textures"].index(parse(caption)["texture"])
     mine, flat = owner == want, x0s.flatten(1)
     log_snrs = D.sampling_log_snrs(steps).double()
     x = torch.randn(x0s.shape[1:], generator=torch.Generator().manual_seed(noise_seed)).double()[None]
@@ -152,7 +153,7 @@ def main():
                     "each thresholding method (dynamic: p 0.9, cap 1.5): results/exact_pull_guided.csv")
     args = ap.parse_args()
     start = time.time()
-    captions = all_captions("train", world="textured")
+    captions = textured_captions("train")
     probe = [captions[i] for i in np.random.default_rng(0).choice(len(captions), args.n, replace=False)]
     probe = [c for c in probe if "plain" not in c]  # 'plain' has no detail to decide (its pull is the others')
     t = torch.linspace(1.0, 0.0, args.steps + 1)[:args.steps]

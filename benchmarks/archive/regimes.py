@@ -125,8 +125,12 @@ def bar_compare(values: dict, xlabels=None, title=None, ax=None):
 def guidance_grid(rows, caption: int = 0, seed: int = 0, methods=None, guidance_scales=None, size: float = 1.35):
     """Images from a guidance_sweep: one row per method, one column per guidance scale w, for one
     caption and seed (every cell starts from the same noise). Under each image: its caption alignment
-    and the shading kept inside its objects (metrics.detail_scores; 1 = as shaded as a real render)."""
-    from minimagen.metrics import caption_alignment, detail_scores
+    and the shading kept inside its objects (metrics.detail_scores, or the texture kept for a textured caption:
+    textured.detail_scores; 1 = as shaded as a real render)."""
+    try:  # imported as benchmarks.archive.regimes (tests) or as regimes (the scripts, notebook 07b)
+        from . import textured
+    except ImportError:
+        import textured
     methods = methods or list(dict.fromkeys(r["method"] for r in rows))
     guidance_scales = guidance_scales or list(dict.fromkeys(r["guidance_scale"] for r in rows))
     by_key = {(r["method"], r["guidance_scale"]): r for r in rows}
@@ -139,8 +143,9 @@ def guidance_grid(rows, caption: int = 0, seed: int = 0, methods=None, guidance_
             ax.imshow(to_uint8(img), interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
             if caption_text is not None:
-                shade = detail_scores(img, [caption_text])["shading"].item()
-                ax.set_xlabel(f"align {caption_alignment(img, [caption_text]).item():.2f} · shade {shade:.2f}",
+                reader = textured if caption_text in textured.captions() else metrics
+                shade = reader.detail_scores(img, [caption_text])["shading"].item()
+                ax.set_xlabel(f"align {reader.caption_alignment(img, [caption_text]).item():.2f} · shade {shade:.2f}",
                               fontsize=7, labelpad=1)
             if i == 0:
                 ax.set_title(f"w = {w:g}", fontsize=9)
@@ -262,7 +267,7 @@ def percentile_figure(raw_x0, percentile: float, images=None, titles=None, size:
 
 
 def shade_scatter(shades: dict, real=None, ax=None, title=None):
-    """Regime C: each object's shade read back (metrics.object_shade), vividness (x) against tone (y), one
+    """Regime C: each object's shade read back (textured.object_shade), vividness (x) against tone (y), one
     colour per method; `real` = (vivid, tone) of real renders, drawn as grey dots with the data's range boxed.
     Over-saturation shows as a pile-up in the top-right corner (the most vivid, brightest shade of each hue)."""
     from matplotlib.patches import Rectangle

@@ -38,11 +38,11 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from minimagen import diffusion as D, metrics
-from minimagen.data import all_captions
-from minimagen.evaluate import SCORES, paired_difference
+from minimagen import diffusion as D
+from minimagen.evaluate import SCORES, paired_difference, score_images
 from minimagen.imagen import load_cascade
 from regimes import guidance_diagnostics, regime_diagnostics_figure  # noqa: E402  (benchmarks/archive/regimes.py)
+import textured  # noqa: E402  (benchmarks/archive/textured.py: regimes B and C)
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py and the scripts kept there
@@ -65,10 +65,10 @@ COLUMNS = (["phase", "model", "method", "thresholding", "percentile", "cap", "sa
 def textured_captions(draw: int) -> tuple[list[str], int]:
     """Draw 0 (evaluation): 24 training captions and every held-out one (17); draw 1 (selection): 24 other
     training captions. Returns (captions, number of training captions first)."""
-    train = all_captions("train", world="textured")
+    train = textured.captions("train")
     evaluation = random.Random(0).sample(train, 24)
     if draw == 0:
-        return evaluation + all_captions("held_out", world="textured"), 24
+        return evaluation + textured.captions("held_out"), 24
     return random.Random(1).sample([c for c in train if c not in evaluation], 24), 24
 
 
@@ -76,15 +76,15 @@ def texture_scores(row) -> torch.Tensor:
     """[seeds, B]: 1 where the object carries the caption's texture, 0 where not."""
     flat = row["images"].flatten(0, 1)
     caps = row["captions"] * row["images"].shape[0]
-    hits = [metrics.caption_attributes(found, c)["texture"] for found, c in zip(metrics.detect(flat), caps)]
+    hits = [textured.caption_attributes(found, c)["texture"] for found, c in zip(textured.detect(flat), caps)]
     return torch.tensor(hits, dtype=torch.float).view(row["images"].shape[:2])
 
 
 def score_shades(row):
-    """Regime C: detail against a real render of the shade each object has (metrics.detail_scores' toned=True),
+    """Regime C: detail against a real render of the shade each object has (textured.detail_scores' toned=True),
     the mean shade read back (tone, vivid), and the share of objects at full saturation (vivid > SATURATED)."""
     flat = row["images"].flatten(0, 1)
-    d = metrics.detail_scores(flat, row["captions"] * row["images"].shape[0], toned=True)
+    d = textured.detail_scores(flat, row["captions"] * row["images"].shape[0], toned=True)
     shape = row["images"].shape[:2]
     saturated = (d["vivid"] > SATURATED).float().where(~d["vivid"].isnan(), d["vivid"])
     for key, values in (("shading", d["shading"]), ("pinned", d["pinned"]), ("tone", d["tone"]), ("vivid", d["vivid"]),
@@ -100,7 +100,8 @@ def run_sweep(model, name, captions, n_train, ws, methods, seeds, phase, start, 
             score_shades(row)
         print(f"[{name} {done}/{total}] {row['method']} w={row['guidance_scale']:g}: alignment {row['alignment']:.3f}, "
               f"detail {row['shading']:.3f}, pinned {row['pinned']:.3f} ({time.time() - start:.0f} s)", flush=True)
-    rows = guidance_sweep(model, captions, ws, methods=methods, seeds=seeds, progress=progress, **kw)
+    score = score_images if name.startswith("A") else textured.score_images
+    rows = guidance_sweep(model, captions, ws, methods=methods, seeds=seeds, progress=progress, score=score, **kw)
     for r in rows:
         tex = texture_scores(r)
         r["scores"]["texture"] = tex

@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: com
 from common import save_rows  # noqa: E402
 from guidance_thresholding import fmt, machine  # noqa: E402
 from thresholding_regimes import COLUMNS, run_sweep, textured_captions  # noqa: E402  (one sweep, one caption draw)
+from textured import training_data  # noqa: E402  (benchmarks/archive/textured.py: the textured worlds)
 
 MILESTONES = (150, 300, 600, 1200, 2400, 4800)
 MODELS = {"B-eps": ("textured", "eps"), "C-eps": ("toned", "eps"), "B": ("textured", "v"), "C": ("toned", "v")}
@@ -58,9 +59,10 @@ def snapshot(name: str, step: int) -> Path:
 def train(args):
     for name in args.models:
         dataset, objective = MODELS[name]
-        trainer = Trainer(TrainConfig(stage=0, dataset=dataset, objective=objective, text_encoder="tiny", seed=0,
-                                      out_dir=str(RUNS / name), sample_every=0, checkpoint_every=10**9,
-                                      bf16=False))  # fp32: the same numbers on any CPU
+        config = TrainConfig(stage=0, dataset=dataset, objective=objective, text_encoder="tiny", seed=0,
+                             out_dir=str(RUNS / name), sample_every=0, checkpoint_every=10**9,
+                             bf16=False)  # fp32: the same numbers on any CPU
+        trainer = Trainer(config, data=training_data(config, dataset))
         for step in args.milestones:
             if snapshot(name, step).exists():
                 continue
