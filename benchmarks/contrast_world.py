@@ -47,7 +47,7 @@ from minimagen import diffusion as D
 from common import describe_machine
 from minimagen.exact import contrast_set, full_frame_set, guided_samples
 from minimagen.imagen import load_cascade
-from minimagen.plot import grid_figure, with_pinned
+from minimagen.plot import grid_figure, pinned_pixels, with_pinned
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -109,7 +109,7 @@ def score(images, captions) -> dict:
     return dict(contrast=d["contrast"], shading=d["shading"],
                 object_abs=torch.stack([level[i][m].mean() if m.any() else nan for i, m in enumerate(objects)]),
                 background_abs=torch.stack([level[i][~m].mean() for i, m in enumerate(objects)]),
-                pinned=(images.abs() > 0.98).any(1).flatten(1).float().mean(1),
+                pinned=pinned_pixels(images).flatten(1).float().mean(1),
                 alignment=metrics.caption_alignment(images, captions))
 
 

@@ -78,7 +78,7 @@ def cmd_demo(args):
     from .exact import contrast_set, guided_samples
     from .imagen import load_cascade
     from .metrics import alignment_accuracy, detail_scores
-    from .plot import save_grid, thresholding_figure
+    from .plot import pinned_pixels, save_grid, thresholding_figure
     from .train import TrainConfig, Trainer
 
     out, ckpts = Path(args.out), DATA_DIR / "checkpoints"
@@ -118,7 +118,7 @@ def cmd_demo(args):
     for m, x in rows.items():
         detail = detail_scores(x, DEMO_CONTRAST, contrast_world=True)
         print(f"  {m:>8}: objects' contrast {detail['contrast'].nanmean().item():.2f}, background brightness "
-              f"{x.mean().item():+.2f}, pixels pinned at 0 or 255 {(x.abs() > 0.98).any(1).float().mean().item():.1%}, alignment "
+              f"{x.mean().item():+.2f}, pixels pinned at 0 or 255 {pinned_pixels(x).float().mean().item():.1%}, alignment "
               f"{alignment_accuracy(x, DEMO_CONTRAST):.0%}")
     # the same comparison with a perfect denoiser (minimagen/exact.py: no model error), where the effect is plain
     perfect, contrast_of, exact_captions = contrast_set(torch.linspace(*load_spec()["contrast"]["range"], 16))

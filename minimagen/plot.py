@@ -110,11 +110,16 @@ def grid_figure(rows: dict, column_titles, title=None, path=None, size: float = 
     return fig
 
 
+def pinned_pixels(images, at: float = 0.98) -> torch.Tensor:
+    """[B, 3, H, W] in [-1, 1] -> bool [B, H, W]: the pixels with a channel at the pixel limits (|x| > at, i.e. at 0
+    or 255 once stored). Their share, pinned_pixels(x).float().mean(), is how much of a picture is pinned."""
+    return (images.abs() > at).any(-3)
+
+
 def pinned_view(images, at: float = 0.98):
-    """[B, 3, H, W] in [-1, 1] -> the same images dimmed to a third, with every pixel that has a channel at the
-    pixel limits (|x| > at, i.e. 0 or 255) in white: where a picture is pinned, as a camera's clipping warning."""
-    pinned = (images.abs() > at).any(1, keepdim=True)
-    return torch.where(pinned, torch.ones_like(images), images / 3 - 2 / 3)
+    """[B, 3, H, W] in [-1, 1] -> the same images dimmed to a third, with every pinned pixel (pinned_pixels) in
+    white: where a picture is pinned, as a camera's clipping warning."""
+    return torch.where(pinned_pixels(images, at)[:, None], torch.ones_like(images), images / 3 - 2 / 3)
 
 
 def with_pinned(rows: dict, names=()) -> dict:

@@ -63,12 +63,14 @@ def test_figures_are_stored_as_small_palette_pngs_that_look_the_same():
     import numpy as np
     from PIL import Image
 
-    from minimagen.data import render
+    from minimagen.data import ShapesDataset, from_uint8
     from minimagen.notebook import compact_png
+    from minimagen.plot import image_grid
     fig, (a, b) = plt.subplots(1, 2, figsize=(6, 2.5), dpi=100)
     a.plot(np.sin(np.linspace(0, 6, 200)), label="sin")
     a.legend()
-    b.imshow(render("a large red circle", 32, 0), interpolation="nearest")  # a toy image, as the notebooks show
+    toys = ShapesDataset(32, n=24, seed=3, world="contrast")  # a grid of toy images, as the notebooks show: many hues
+    b.imshow(image_grid(from_uint8(toys.images), 8), interpolation="nearest")
     full = io.BytesIO()
     fig.canvas.print_figure(full, format="png", bbox_inches="tight", facecolor="white", dpi=fig.dpi)
     small = compact_png(fig)
