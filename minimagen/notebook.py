@@ -53,17 +53,29 @@ def setup(seed: int = 0) -> torch.device:
     return device
 
 
+GREYS = 64  # palette entries kept for exact greys: the figures' white, text and axes, and the toys' grey grounds
+
+
 def compact_png(fig) -> bytes | None:
-    """A figure as a 256-colour PNG: a third of the bytes of matplotlib's own for plots and toy-sized images, which
-    use far fewer colours, so notebooks stored with their outputs stay small. The palette is chosen for coverage, not
-    by median cut: median cut merges a grid's rarer hues (an orange object became red), coverage keeps every colour
-    within a few levels. None for an empty figure."""
+    """A figure as a 256-colour PNG: a third of the bytes of matplotlib's own, so notebooks stored with their outputs
+    stay small. GREYS of the colours are exact greys and the rest are chosen for coverage of the pixels with a hue
+    (median cut over all pixels merged a grid's rarer hues, so an orange object was stored red, and without reserved
+    greys the grey grounds came out tinted). None for an empty figure."""
+    import numpy as np
     from PIL import Image
     if not fig.axes and not fig.lines:  # as matplotlib's inline backend: an empty figure shows nothing
         return None
     raw, out = io.BytesIO(), io.BytesIO()
     fig.canvas.print_figure(raw, format="png", bbox_inches="tight", facecolor="white", dpi=fig.dpi)
-    Image.open(raw).convert("RGB").quantize(256, method=Image.Quantize.MAXCOVERAGE).save(out, "PNG", optimize=True)
+    rgb = Image.open(raw).convert("RGB")
+    a = np.asarray(rgb, np.int16)
+    hued = a[(a.max(-1) - a.min(-1)) > 6].astype(np.uint8)  # a pixel within 6 levels of grey takes a palette grey
+    colours = Image.fromarray(hued[None]).quantize(256 - GREYS, method=Image.Quantize.MAXCOVERAGE).getpalette()[
+        :3 * (256 - GREYS)] if len(hued) else []
+    palette = Image.new("P", (1, 1))
+    greys = [round(v) for v in np.linspace(0, 255, GREYS) for _ in range(3)]
+    palette.putpalette(greys + colours + [0] * (768 - len(greys) - len(colours)))
+    rgb.quantize(palette=palette, dither=Image.Dither.NONE).save(out, "PNG", optimize=True)
     return out.getvalue()
 
 

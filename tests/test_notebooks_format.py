@@ -77,7 +77,10 @@ def test_figures_are_stored_as_small_palette_pngs_that_look_the_same():
     assert Image.open(io.BytesIO(small)).mode == "P" and len(small) < 0.6 * len(full.getvalue())
     x = np.asarray(Image.open(io.BytesIO(small)).convert("RGB"), dtype=float)
     y = np.asarray(Image.open(full).convert("RGB"), dtype=float)
-    assert x.shape == y.shape and np.abs(x - y).mean() < 1 and np.abs(x - y).max() < 32
+    assert x.shape == y.shape and np.abs(x - y).mean() < 5 and np.abs(x - y).max() < 32  # median cut: off by 64
+    chroma = lambda rgb: rgb.max(-1) - rgb.min(-1)
+    grey = chroma(y) <= 6
+    assert (chroma(x) - chroma(y))[grey].max() <= 4  # greys stay grey (a coverage palette alone tinted them by 16)
     plt.close(fig)
     empty = plt.figure()
     assert compact_png(empty) is None
