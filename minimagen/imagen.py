@@ -50,8 +50,6 @@ def upsample_and_augment(lowres, size: int, aug_level, schedule: str = "cosine",
     return noise_augment(resize(lowres, size), aug_level, schedule, generator)
 
 
-
-
 def min_snr_weight(log_snr, objective: str, gamma: float = 5.0):
     """Min-SNR-gamma loss weighting [Hang et al. 2023, Eq. 8-9]: weight the x0-space error by
     min(SNR, gamma), so the many easy low-noise timesteps stop dominating the gradient. Expressed as

@@ -38,6 +38,8 @@ def captions(split: str = "all", world: str = "textured") -> list[str]:
     """Every textured caption ("toned" shares them); split is 'train', 'held_out' or 'all'."""
     if world not in WORLDS:
         raise MinimagenError(f"Unknown world {world!r}; use one of {', '.join(WORLDS)}.")
+    if split not in ("train", "held_out", "all"):
+        raise MinimagenError(f"Unknown split {split!r}; use 'train', 'held_out' or 'all'.")
     spec, t = load_spec(), load_spec()["textured"]
     out = [f"a {t['size']} {texture} {color} {shape}"
            for texture, color, shape in itertools.product(t["textures"], spec["colors"], spec["shapes"])]
@@ -163,16 +165,11 @@ def _texture(lum: torch.Tensor, core: torch.Tensor) -> tuple[str, float, float]:
     return (best if shares[best] >= 0.5 else "none"), shares[best], spread
 
 
-def _as_batch(images) -> torch.Tensor:  # as minimagen.metrics reads images: 0..255 floats
-    images = torch.as_tensor(images)
-    return (images[None] if images.dim() == 3 else images).detach().float().cpu().clamp(-1, 1).add(1).mul(127.5)
-
-
 def detect(images: torch.Tensor) -> list[list[dict]] | list[dict]:
     """metrics.detect (which reads a huge object's size: 0.36-0.40 of the side here) with each object's texture
     ('plain'/'striped'/'checked', or 'none': see `_texture`), texture_share and texture_spread."""
     single = torch.as_tensor(images).dim() == 3
-    x, found = _as_batch(images), metrics.detect(images)
+    x, found = metrics._as_batch(images), metrics.detect(images)  # x: 0..255, as the detector reads it
     for b, objects in enumerate([found] if single else found):
         for o in objects:
             texture, share, spread = _texture(x[b].mean(0), metrics.interior(o["mask"]))
@@ -191,7 +188,7 @@ def caption_attributes(objects: list[dict], caption: str) -> dict[str, bool]:
 def caption_alignment(images: torch.Tensor, captions: list[str]) -> torch.Tensor:
     """Per-image fraction [B] of the caption's attributes that hold (metrics.caption_alignment's, texture too)."""
     captions = [captions] if isinstance(captions, str) else list(captions)
-    scores = [caption_attributes(o, c) for o, c in zip(detect(_as_batch(images) / 127.5 - 1), captions, strict=True)]
+    scores = [caption_attributes(o, c) for o, c in zip(detect(metrics._as_batch(images) / 127.5 - 1), captions, strict=True)]
     return torch.tensor([sum(s.values()) / len(s) for s in scores])
 
 
@@ -216,7 +213,7 @@ def detail_scores(images: torch.Tensor, captions: list[str], toned: bool = False
     compares the texture with a real render *of the shade it has*, so a real render scores ~1 at any shade, and
     a texture flattened against the pixel limit scores low however vivid it is."""
     captions = [captions] if isinstance(captions, str) else list(captions)
-    x = _as_batch(images)
+    x = metrics._as_batch(images)
     q, size = x.round(), x.shape[-1]
     lum, at_limit = q.mean(1), ((q == 0) | (q == 255)).any(1)  # [B,H,W]
     out = {k: [] for k in ("shading", "pinned", "pattern", "contrast", "tone", "vivid")}
